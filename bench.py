@@ -1,0 +1,233 @@
+"""
+Training-step throughput on the current GPU: this trainer against `transformers`' Llama.
+
+    python bench.py                                   # full model, seq 4096, micro-batch 4
+    python bench.py --preset proxy --seq-len 2048 --micro-batch 8
+    python bench.py --variants ours,ours_fp8,hf --json out/bench.json
+    torchrun --nproc_per_node=2 bench.py --variants ours --parallel ddp
+
+Every variant runs in its own subprocess (clean memory, clean compile caches) and does
+full training steps: forward, backward, optimizer step, zero_grad. Times are CUDA-event
+medians over --steps steps after --warmup steps. MFU is against the bf16 matmul peak
+measured in the same run (an 8192^3 bf16 product), not a datasheet number.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+VARIANTS = {
+    # name: (implementation, fp8, compile)
+    "ours": ("ours", False, True),
+    "ours_eager": ("ours", False, False),
+    "ours_fp8": ("ours", True, True),
+    "ours_muon": ("ours_muon", False, True),
+    "hf": ("hf", False, True),
+    "hf_eager": ("hf", False, False),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="xmodel-2.5")
+    p.add_argument("--seq-len", type=int, default=4096)
+    p.add_argument("--micro-batch", type=int, default=4)
+    p.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--steps", type=int, default=12, help="timed optimizer steps")
+    p.add_argument("--warmup", type=int, default=4, help="untimed steps first (compile, autotune)")
+    p.add_argument("--variants", default="ours,hf", help="comma list of " + ",".join(VARIANTS))
+    p.add_argument("--parallel", default="none", choices=["none", "ddp", "fsdp"])
+    p.add_argument("--activation-checkpointing", action="store_true")
+    p.add_argument("--json", default=None, help="also write the table here")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one variant
+    return p.parse_args(argv)
+
+
+def measure_matmul_peak(n=8192, iters=20):
+    """bf16 TFLOP/s of a large square product on random data (METHOD: never zeros)."""
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(iters):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        a @ b
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) / 1e3)
+    return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def build_ours(preset, fp8, act_ckpt):
+    from model import Xmodel, model_config
+    cfg = model_config(preset)
+    model = Xmodel(cfg).cuda()
+    if fp8:
+        from fp8 import convert_to_fp8
+        print("fp8:", convert_to_fp8(model, backend="native"), flush=True)
+    if act_ckpt:
+        from train import apply_activation_checkpointing
+        apply_activation_checkpointing(model)
+
+    def loss_fn(m, x, y):
+        return m(x, y)
+    return model, cfg, loss_fn, model.flops_per_token
+
+
+def build_hf(preset):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from model import Xmodel, model_config
+    cfg = model_config(preset)
+    hf_cfg = LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ffn,
+        num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
+        num_key_value_heads=cfg.n_kv_head, head_dim=cfg.d_model // cfg.n_head,
+        rope_theta=cfg.rope_base, rms_norm_eps=cfg.norm_eps, tie_word_embeddings=True,
+        max_position_embeddings=8192, attention_bias=False, mlp_bias=False)
+    hf_cfg._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(hf_cfg).cuda()
+    with torch.device("meta"):  # same FLOP count as ours: identical shapes
+        flops = Xmodel(cfg).flops_per_token
+
+    def loss_fn(m, x, y):
+        return m(input_ids=x, labels=y).loss
+    return model, cfg, loss_fn, flops
+
+
+def run_one(args, name):
+    impl, fp8, compile_ = VARIANTS[name]
+    distributed = args.parallel != "none"
+    rank, world = 0, 1
+    if distributed:
+        torch.distributed.init_process_group("nccl")
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    torch.manual_seed(1234 + rank)
+    peak = measure_matmul_peak()
+
+    if impl == "hf":
+        model, cfg, loss_fn, flops_per_token = build_hf(args.preset)
+    else:
+        model, cfg, loss_fn, flops_per_token = build_ours(args.preset, fp8, args.activation_checkpointing)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    if args.parallel == "ddp":
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()])
+    elif args.parallel == "fsdp":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        blocks = model.blocks if impl != "hf" else model.model.layers
+        for block in blocks:
+            fully_shard(block, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
+
+    if impl == "ours_muon":
+        from mup import param_groups
+        from muon import Muon, split_groups_for_muon
+        adamw_groups, muon_groups = split_groups_for_muon(param_groups(model, weight_decay=0.1))
+        optimizers = [torch.optim.AdamW(adamw_groups, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, fused=True),
+                      Muon(muon_groups, lr=1e-4)]
+    else:
+        optimizers = [torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8,
+                                        weight_decay=0.1, fused=True)]
+    step_model = torch.compile(model) if compile_ else model
+
+    B, T = args.micro_batch, args.seq_len
+    # Real-looking data: random tokens (not zeros), a fresh batch per micro-step.
+    batches = [torch.randint(0, cfg.vocab_size, (B, T + 1), device="cuda") for _ in range(4)]
+    step_times, opt_times = [], []
+    for step in range(args.warmup + args.steps):
+        s, mid, e = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+        s.record()
+        for micro in range(args.accum):
+            batch = batches[(step * args.accum + micro) % len(batches)]
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = loss_fn(step_model, batch[:, :-1], batch[:, 1:])
+            (loss / args.accum).backward()
+        mid.record()
+        for opt in optimizers:
+            opt.step()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        e.record()
+        e.synchronize()
+        if step >= args.warmup:
+            step_times.append(s.elapsed_time(e) / 1e3)
+            opt_times.append(mid.elapsed_time(e) / 1e3)
+    step_s = statistics.median(step_times)
+    tokens_per_s = B * T * args.accum / step_s
+    result = dict(
+        variant=name, preset=args.preset, seq_len=T, micro_batch=B, accum=args.accum,
+        parallel=args.parallel, world_size=world, params=n_params,
+        step_s=step_s, step_s_spread=(min(step_times), max(step_times)),
+        tokens_per_s_per_gpu=tokens_per_s,
+        mfu=flops_per_token(T) * tokens_per_s / (peak * 1e12),
+        optimizer_share=statistics.median(opt_times) / step_s,
+        optimizer_s=statistics.median(opt_times),
+        peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
+        matmul_peak_tflops=peak, device=torch.cuda.get_device_name(),
+        loss=float(loss))
+    if rank == 0:
+        print("RESULT " + json.dumps(result), flush=True)
+    if distributed:
+        torch.distributed.destroy_process_group()
+
+
+def main():
+    args = parse_args()
+    if args.one:
+        return run_one(args, args.one)
+    results = []
+    for name in args.variants.split(","):
+        if name not in VARIANTS:
+            sys.exit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+        cmd = [sys.executable, os.path.abspath(__file__)] + sys.argv[1:] + ["--one", name]
+        if args.parallel != "none":
+            n = torch.cuda.device_count()
+            cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}",
+                   os.path.abspath(__file__)] + sys.argv[1:] + ["--one", name]
+        t0 = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            print(f"--- {name} failed (rc {proc.returncode}) ---\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+            results.append(dict(variant=name, error=(proc.stderr or proc.stdout)[-500:]))
+            continue
+        r = json.loads(lines[-1][len("RESULT "):])
+        r["wall_s"] = time.time() - t0
+        results.append(r)
+        print(f"{name}: {r['tokens_per_s_per_gpu']:.0f} tok/s/GPU, MFU {r['mfu']:.1%}, "
+              f"{r['peak_mem_gib']:.1f} GiB", flush=True)
+
+    ok = [r for r in results if "error" not in r]
+    base = {r["variant"]: r["tokens_per_s_per_gpu"] for r in ok}
+    print(f"\n| variant | tok/s/GPU | MFU | peak GiB | opt share | vs hf | vs ours |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        if "error" in r:
+            print(f"| {r['variant']} | failed | | | | | |")
+            continue
+        vs_hf = r["tokens_per_s_per_gpu"] / base["hf"] if "hf" in base else float("nan")
+        vs_ours = r["tokens_per_s_per_gpu"] / base["ours"] if "ours" in base else float("nan")
+        print(f"| {r['variant']} | {r['tokens_per_s_per_gpu']:.0f} | {r['mfu']:.1%} | "
+              f"{r['peak_mem_gib']:.1f} | {r['optimizer_share']:.1%} | {vs_hf:.2f}x | {vs_ours:.2f}x |")
+    if ok:
+        r = ok[0]
+        print(f"\n{r['device']}, {r['preset']}, seq {r['seq_len']}, micro-batch {r['micro_batch']}, "
+              f"accum {r['accum']}, {r['parallel']} x{r['world_size']}; measured bf16 peak "
+              f"{r['matmul_peak_tflops']:.0f} TFLOP/s")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Hugging Face interchange: export a checkpoint as a standard Llama, import a Llama.
+
+    python convert_hf.py export out/run hf/xmodel          # run dir, step dir or model.pt
+    python convert_hf.py import hf/some-llama out/imported  # -> out/imported/model.pt (+ tokenizer.json)
+
+Export writes what `transformers.LlamaForCausalLM.from_pretrained` loads: config.json,
+model.safetensors, tokenizer.json + tokenizer_config.json (when the checkpoint has a
+tokenizers-library tokenizer), generation_config.json. Xmodel is a Llama up to its µP
+multipliers (RECIPE §1), which are folded into the weights so plain Llama code computes the
+same function:
+    embed_tokens = E · input_scale         lm_head = E · output_mult (untied: the two differ)
+    o_proj, down_proj × residual_mult      q_proj × attn_scale·sqrt(head_dim)
+The last one moves µP's 1/head_dim softmax scale into q, since HF Llama scales by
+1/sqrt(head_dim); RoPE is a rotation, linear in q, so scaling q before it is exact.
+Fused rows split as model.py lays them out: qkv -> q | k | v, gate_up -> gate | up. model.py
+uses the rotate-half RoPE layout, as HF Llama does, so q/k rows need no permutation.
+
+Import maps a Llama-architecture checkpoint (safetensors + config.json) onto model.py with
+standard parameterization (mup=False: multipliers 1, 1, 1 and 1/sqrt(head_dim)), so existing
+models can be scored with eval_reasoning.py and fine-tuned. model.py ties the output layer to
+the embedding, so a Llama whose lm_head differs from its embedding cannot be imported, with
+one exception: a directory this file exported carries its original ModelConfig in config.json
+("xmodel_config"); import unfolds the multipliers and returns the original model.
+"""
+import argparse
+import hashlib
+import json
+import math
+import shutil
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import mup
+from model import ModelConfig, Xmodel, resolve_checkpoint
+
+
+def _hf_names(i):
+    p = f"model.layers.{i}."
+    return {k: p + v for k, v in dict(
+        q="self_attn.q_proj.weight", k="self_attn.k_proj.weight", v="self_attn.v_proj.weight",
+        o="self_attn.o_proj.weight", gate="mlp.gate_proj.weight", up="mlp.up_proj.weight",
+        down="mlp.down_proj.weight", attn_norm="input_layernorm.weight",
+        mlp_norm="post_attention_layernorm.weight").items()}
+
+
+def _folds(cfg):
+    """Per-tensor factors that turn model.py's multipliers into plain Llama weights."""
+    m = mup.multipliers(cfg)
+    return {"embed": m["input_scale"], "lm_head": m["output_mult"], "o": m["residual_mult"],
+            "down": m["residual_mult"], "q": m["attn_scale"] * math.sqrt(cfg.head_dim)}
+
+
+# ----------------------------------------------------------------------------------------
+# export
+
+def export_hf(checkpoint, out_dir, dtype=torch.float32):
+    """Write a transformers-loadable Llama directory for an Xmodel checkpoint -> out_dir."""
+    model = Xmodel.from_checkpoint(checkpoint, map_location="cpu")
+    cfg, info = model.config, model.checkpoint_info
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().double() for k, v in model.state_dict().items()}  # fold in fp64, round once
+    f = _folds(cfg)
+    hd = cfg.head_dim
+    tied = f["embed"] == f["lm_head"]
+    t = {"model.embed_tokens.weight": sd["embed.weight"] * f["embed"],
+         "model.norm.weight": sd["norm.weight"]}
+    if not tied:
+        t["lm_head.weight"] = sd["embed.weight"] * f["lm_head"]
+    for i in range(cfg.n_layer):
+        b, n = f"blocks.{i}.", _hf_names(i)
+        q, k, v = sd[b + "attn.qkv.weight"].split([cfg.n_head * hd, cfg.n_kv_head * hd, cfg.n_kv_head * hd])
+        gate, up = sd[b + "mlp.gate_up.weight"].chunk(2)
+        t.update({n["q"]: q * f["q"], n["k"]: k, n["v"]: v,
+                  n["o"]: sd[b + "attn.out.weight"] * f["o"],
+                  n["gate"]: gate, n["up"]: up, n["down"]: sd[b + "mlp.down.weight"] * f["down"],
+                  n["attn_norm"]: sd[b + "attn_norm.weight"], n["mlp_norm"]: sd[b + "mlp_norm.weight"]})
+    save_file({k: v.to(dtype).contiguous() for k, v in t.items()}, out_dir / "model.safetensors",
+              metadata={"format": "pt"})
+
+    tok_meta = info.get("tokenizer") or {}
+    eos = tok_meta.get("eos_id")
+    dtype_name = str(dtype).removeprefix("torch.")
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ffn, "num_hidden_layers": cfg.n_layer,
+        "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.n_kv_head,
+        "head_dim": hd, "hidden_act": "silu", "rms_norm_eps": cfg.norm_eps,
+        # transformers < 5 reads rope_theta, >= 5 rope_parameters: write both
+        "rope_theta": cfg.rope_base,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_base},
+        "max_position_embeddings": cfg.max_seq_len, "tie_word_embeddings": tied,
+        "attention_bias": False, "mlp_bias": False, "attention_dropout": 0.0,
+        "initializer_range": 0.02, "use_cache": True,
+        "torch_dtype": dtype_name, "dtype": dtype_name,
+        # documents are separated by EOS in this project's data, so EOS doubles as BOS
+        "bos_token_id": eos, "eos_token_id": eos,
+        # lets import_hf undo the folding and return the original µP model
+        "xmodel_config": asdict(cfg), "xmodel_folded": f,
+    }
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out_dir / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": eos, "eos_token_id": eos}, indent=2) + "\n")
+    _export_tokenizer(Path(info["path"]).parent, tok_meta, cfg, out_dir)
+    return out_dir
+
+
+def _export_tokenizer(step_dir, tok_meta, cfg, out_dir):
+    src = step_dir / "tokenizer.json"
+    if not src.is_file():
+        print(f"note: no tokenizer.json in {step_dir} (tokenizer {tok_meta.get('name', '?')}, "
+              f"kind {tok_meta.get('kind', '?')}); the export has no tokenizer files")
+        return
+    shutil.copyfile(src, out_dir / "tokenizer.json")
+    tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg.max_seq_len,
+               "clean_up_tokenization_spaces": False}
+    if tok_meta.get("eos_id") is not None:
+        from tokenizers import Tokenizer
+        eos_tok = Tokenizer.from_file(str(src)).id_to_token(tok_meta["eos_id"])
+        tok_cfg.update(eos_token=eos_tok, bos_token=eos_tok, pad_token=eos_tok)
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------------------
+# import
+
+def _load_safetensors(hf_dir):
+    index = hf_dir / "model.safetensors.index.json"
+    if index.is_file():  # sharded
+        tensors = {}
+        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+            tensors.update(load_file(hf_dir / shard))
+        return tensors
+    if not (hf_dir / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{hf_dir} has no model.safetensors (only safetensors are read)")
+    return load_file(hf_dir / "model.safetensors")
+
+
+def _config_from_llama(c):
+    if c.get("model_type", "llama") != "llama":
+        raise ValueError(f"model_type {c.get('model_type')!r}: only Llama-architecture checkpoints import")
+    if c.get("hidden_act", "silu") != "silu" or c.get("attention_bias") or c.get("mlp_bias"):
+        raise ValueError("model.py has SwiGLU (silu) and no biases; this checkpoint differs")
+    rope = c.get("rope_parameters") or c.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise ValueError(f"RoPE scaling {rope} is not supported by model.py (plain RoPE only)")
+    d, n_head = c["hidden_size"], c["num_attention_heads"]
+    if c.get("head_dim", d // n_head) != d // n_head:
+        raise ValueError(f"head_dim {c['head_dim']} != hidden_size / heads; model.py derives it")
+    return ModelConfig(
+        vocab_size=c["vocab_size"], n_layer=c["num_hidden_layers"], d_model=d, n_head=n_head,
+        n_kv_head=c.get("num_key_value_heads", n_head), d_ffn=c["intermediate_size"],
+        rope_base=float(rope.get("rope_theta", c.get("rope_theta", 10_000.0))),
+        norm_eps=c.get("rms_norm_eps", 1e-6), max_seq_len=c.get("max_position_embeddings", 4096),
+        mup=False)  # SP: identity multipliers and 1/sqrt(head_dim), i.e. plain Llama
+
+
+def import_hf(hf_dir) -> Xmodel:
+    """A Llama-architecture directory (config.json + safetensors) -> Xmodel (fp32, eval mode)."""
+    hf_dir = Path(hf_dir)
+    c = json.loads((hf_dir / "config.json").read_text())
+    if "xmodel_config" in c:  # our own export: restore the µP model exactly
+        known = {fl.name for fl in fields(ModelConfig)}
+        cfg = ModelConfig(**{k: v for k, v in c["xmodel_config"].items() if k in known})
+    else:
+        cfg = _config_from_llama(c)
+    f = _folds(cfg)  # all 1 for SP (mup=False)
+    t = {k: v.double() for k, v in _load_safetensors(hf_dir).items()}
+    embed = t["model.embed_tokens.weight"] / f["embed"]
+    if "lm_head.weight" in t and not torch.allclose(t["lm_head.weight"] / f["lm_head"], embed,
+                                                    rtol=1e-5, atol=1e-6):
+        raise NotImplementedError(
+            "this checkpoint has an untied lm_head; model.py ties the output layer to the "
+            "embedding (RECIPE §1), so it cannot represent it")
+    hd = cfg.head_dim
+    sd = {"embed.weight": embed, "norm.weight": t["model.norm.weight"]}
+    for i in range(cfg.n_layer):
+        b, n = f"blocks.{i}.", _hf_names(i)
+        sd[b + "attn.qkv.weight"] = torch.cat([t[n["q"]] / f["q"], t[n["k"]], t[n["v"]]])
+        sd[b + "attn.out.weight"] = t[n["o"]] / f["o"]
+        sd[b + "mlp.gate_up.weight"] = torch.cat([t[n["gate"]], t[n["up"]]])
+        sd[b + "mlp.down.weight"] = t[n["down"]] / f["down"]
+        sd[b + "attn_norm.weight"] = t[n["attn_norm"]]
+        sd[b + "mlp_norm.weight"] = t[n["mlp_norm"]]
+    model = Xmodel(cfg)
+    model.load_state_dict({k: v.float() for k, v in sd.items()})
+    model.checkpoint_info = {"tokenizer": _tokenizer_meta(hf_dir, c), "step": 0,
+                             "config": {"imported_from": str(hf_dir)}, "path": None}
+    return model.eval()
+
+
+def _tokenizer_meta(hf_dir, c):
+    tok = hf_dir / "tokenizer.json"
+    if not tok.is_file():
+        return None
+    from tokenizers import Tokenizer
+    eos = c.get("eos_token_id")
+    eos = eos[0] if isinstance(eos, list) else eos
+    return {"kind": "hf", "name": hf_dir.name, "eos_id": eos,
+            "vocab_size": Tokenizer.from_file(str(tok)).get_vocab_size(),
+            "sha256": hashlib.sha256(tok.read_bytes()).hexdigest(), "file": "tokenizer.json"}
+
+
+def save_checkpoint(model, out):
+    """Write `model` as a consolidated checkpoint (contract layout) -> path of model.pt.
+    `out` ending in .pt is the file; otherwise a step dir that gets model.pt + tokenizer.json."""
+    out = Path(out)
+    model_pt = out if out.suffix == ".pt" else out / "model.pt"
+    model_pt.parent.mkdir(parents=True, exist_ok=True)
+    info = getattr(model, "checkpoint_info", {}) or {}
+    torch.save({"model_config": asdict(model.config),
+                "model": {k: v.float() for k, v in model.state_dict().items()},
+                "tokenizer": info.get("tokenizer"), "step": info.get("step", 0),
+                "config": info.get("config", {})}, model_pt)
+    src = (info.get("config") or {}).get("imported_from")
+    if src and (Path(src) / "tokenizer.json").is_file():
+        shutil.copyfile(Path(src) / "tokenizer.json", model_pt.parent / "tokenizer.json")
+    return model_pt
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("export", help="Xmodel checkpoint -> HF Llama directory")
+    ex.add_argument("checkpoint", help="run dir, step dir or model.pt")
+    ex.add_argument("out_dir")
+    ex.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    im = sub.add_parser("import", help="HF Llama directory -> Xmodel checkpoint")
+    im.add_argument("hf_dir")
+    im.add_argument("out", help="step dir (gets model.pt) or a .pt file")
+    args = ap.parse_args(argv)
+    if args.cmd == "export":
+        print(f"exported {resolve_checkpoint(args.checkpoint)} -> "
+              f"{export_hf(args.checkpoint, args.out_dir, getattr(torch, args.dtype))}")
+    else:
+        model = import_hf(args.hf_dir)
+        print(f"imported {args.hf_dir} ({model.num_params() / 1e6:.1f}M params) -> "
+              f"{save_checkpoint(model, args.out)}")
+
+
+if __name__ == "__main__":
+    main()

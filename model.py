@@ -1,0 +1,331 @@
+"""Xmodel-2.5: a decoder-only transformer with µP, as RECIPE §1 specifies.
+
+Pre-RMSNorm blocks, grouped-query attention through scaled_dot_product_attention, RoPE,
+SwiGLU, tied input/output embeddings, no biases, no dropout. The µP multipliers and init
+stds come from mup.py. A plain nn.Module: FSDP, torch.compile and FP8 are applied from
+outside (train.py, fp8.py).
+"""
+import math
+import os
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import mup
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 129_280
+    n_layer: int = 48
+    d_model: int = 1536
+    n_head: int = 24
+    n_kv_head: int = 8
+    d_ffn: int = 3840
+    rope_base: float = 500_000.0
+    norm_eps: float = 1e-5
+    max_seq_len: int = 4096      # initial RoPE cache length; the cache grows on demand
+    mup: bool = True             # False = standard parameterization (SP), for comparison
+    mup_base_width: int = 256
+    input_scale: float = 12.0
+    output_scale: float = 1.0
+    residual_scale: float = 1.4
+    init_std: float = 0.1
+
+    @property
+    def head_dim(self):
+        return self.d_model // self.n_head
+
+    @property
+    def width_mult(self):
+        return mup.width_mult(self)
+
+
+PRESETS = {
+    # RECIPE §1: 1,350,059,520 parameters with the embedding counted once (tied).
+    "xmodel-2.5": dict(),
+    # The µP proxy of the launch code's HPO scripts (RECIPE §1): width 256 = base width
+    # (width_mult 1), 4 layers, 4/1 heads, FFN 640, the real 129,280 vocabulary. Counted:
+    # 35,719,424 parameters in all = 33,095,680 (tied embedding) + 2,623,744 (blocks and
+    # final norm); with 12 layers (some searches) 40,966,400 / 7,870,720. None of these is
+    # the paper's "~20M". One count that fits (an inference, not a source): the same 4-layer
+    # proxy with a 65,280-token vocabulary (Xmodel-2's) has 19,335,424. The HPO data budget,
+    # 500 steps x 24 x 2048 = 24.6M tokens, is ~10x the non-embedding count (RECIPE §1).
+    "proxy": dict(n_layer=4, d_model=256, n_head=4, n_kv_head=1, d_ffn=640),
+    # For tests: seconds on a CPU.
+    "tiny": dict(vocab_size=512, n_layer=2, d_model=64, n_head=4, n_kv_head=2, d_ffn=160,
+                 max_seq_len=64, mup_base_width=32),
+}
+
+
+def model_config(preset: str, **overrides) -> ModelConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    known = {f.name for f in fields(ModelConfig)}
+    bad = set(overrides) - known
+    if bad:
+        raise ValueError(f"unknown ModelConfig keys {sorted(bad)}")
+    return ModelConfig(**{**PRESETS[preset], **overrides})
+
+
+def rms_norm(x, weight, eps):
+    # In fp32 whatever the autocast dtype: the mean of squares is where bf16 loses precision.
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).type_as(x)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return rms_norm(x, self.weight, self.eps)
+
+
+def apply_rope(x, cos, sin):
+    # "rotate half" layout (Megatron's non-interleaved default, also HF Llama's): dims i and
+    # i + head_dim/2 form a pair, so checkpoints convert to LlamaForCausalLM without permuting.
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).type_as(x)
+
+
+class KVCache:
+    """Keys/values of the tokens seen so far, per layer: [B, n_kv_head, max_len, head_dim]."""
+
+    def __init__(self, n_layer, batch_size, n_kv_head, max_len, head_dim, device, dtype):
+        shape = (batch_size, n_kv_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.pos = 0  # number of cached positions; the next token's position
+
+    @property
+    def max_len(self):
+        return self.k[0].shape[2]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg, mult):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        # One fused matrix, rows q | k | v: RECIPE §2's Muon orthogonalizes it as a whole.
+        self.qkv = nn.Linear(cfg.d_model, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=False)
+        self.out = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=False)
+        self.scale = mult["attn_scale"]
+
+    def forward(self, x, cos, sin, cache=None, layer=0):
+        B, T, _ = x.shape
+        hd = self.head_dim
+        q, k, v = self.qkv(x).split([self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd], -1)
+        q = apply_rope(q.view(B, T, self.n_head, hd).transpose(1, 2), cos, sin)
+        k = apply_rope(k.view(B, T, self.n_kv_head, hd).transpose(1, 2), cos, sin)
+        v = v.view(B, T, self.n_kv_head, hd).transpose(1, 2)
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
+                                               enable_gqa=True)
+        else:
+            p = cache.pos
+            cache.k[layer][:, :, p:p + T] = k.to(cache.k[layer].dtype)
+            cache.v[layer][:, :, p:p + T] = v.to(cache.v[layer].dtype)
+            k, v = cache.k[layer][:, :, :p + T].to(q.dtype), cache.v[layer][:, :, :p + T].to(q.dtype)
+            # New token i sits at position p + i and sees keys 0..p+i. (is_causal would align
+            # the mask top-left, which is wrong once p > 0.)
+            mask = torch.ones(T, p + T, dtype=torch.bool, device=x.device).tril(diagonal=p)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
+                                               enable_gqa=True)
+        return self.out(y.transpose(1, 2).reshape(B, T, self.n_head * hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        # One fused matrix, rows gate | up (RECIPE §2: Muon sees the fused [2·ffn, d] matrix).
+        self.gate_up = nn.Linear(cfg.d_model, 2 * cfg.d_ffn, bias=False)
+        self.down = nn.Linear(cfg.d_ffn, cfg.d_model, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg, mult):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg, mult)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+        self.residual_mult = mult["residual_mult"]  # µP: 1.4/sqrt(n_layers), mup.py
+
+    def forward(self, x, cos, sin, cache=None, layer=0):
+        x = x + self.residual_mult * self.attn(self.attn_norm(x), cos, sin, cache, layer)
+        return x + self.residual_mult * self.mlp(self.mlp_norm(x))
+
+
+# Rows of hidden states per cross-entropy chunk: each chunk's fp32 logits hold about
+# LOSS_CHUNK_ELEMENTS numbers (2^25 = 128 MiB; 259 rows of the 129,280 vocabulary).
+LOSS_CHUNK_ELEMENTS = 2 ** 25
+
+
+def _ce_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, need_grads):
+    """Sum over rows of loss_weights · CE(output_mult · h @ weightᵀ, targets), one chunk of rows
+    at a time; with need_grads also d(sum)/dh and d(sum)/dweight, computed in the same pass
+    so that no chunk's logits have to be kept (or recomputed) for the backward."""
+    w = weight.to(dtype)  # the autocast dtype for the matmuls (cast once, not per chunk)
+    loss = h.new_zeros((), dtype=torch.float32)
+    grad_h = torch.empty_like(h) if need_grads else None
+    grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_grads else None
+    for s in range(0, h.shape[0], chunk_rows):
+        h_c, t_c, a_c = h[s:s + chunk_rows].to(dtype), targets[s:s + chunk_rows], loss_weights[s:s + chunk_rows]
+        logits = (h_c @ w.t()).float() * output_mult
+        lse = torch.logsumexp(logits, dim=-1)
+        loss = loss + (a_c * (lse - logits.gather(1, t_c[:, None]).squeeze(1))).sum()
+        if need_grads:
+            # d CE / d logits = softmax − onehot, times the row weight and the output multiplier.
+            g = torch.exp(logits - lse[:, None])
+            g.scatter_add_(1, t_c[:, None], -torch.ones_like(lse[:, None]))
+            g = (g * (a_c * output_mult)[:, None]).to(dtype)
+            grad_h[s:s + chunk_rows] = (g @ w).to(h.dtype)
+            grad_w += (g.t() @ h_c).float()
+    return loss, grad_h, grad_w
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Fused output layer + cross-entropy: the forward also computes both gradients chunk by
+    chunk and stores only them ([N, d] and [V, d]); the backward just scales them. Peak
+    memory for the output layer is one chunk of logits instead of several [N, V] fp32
+    tensors, at the cost of the matmuls of the backward (same count as unfused)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, loss_weights, output_mult, chunk_rows, dtype):
+        loss, grad_h, grad_w = _ce_chunks(h, weight, targets, loss_weights, output_mult,
+                                          chunk_rows, dtype, need_grads=True)
+        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_loss, grad_w * grad_loss, None, None, None, None, None
+
+
+def chunked_cross_entropy(h, weight, targets, loss_mask=None, output_mult=1.0, chunk_rows=None):
+    """Mean CE of logits = output_mult · h @ weightᵀ over positions with loss_mask 1 and
+    target != -1; never materialises the full [N, V] logits. h: [..., d]; targets: [...]."""
+    h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
+    valid = targets != -1
+    if loss_mask is not None:
+        valid = valid & loss_mask.reshape(-1).bool()
+    # Normalising the row weights up front makes the result (and its gradient) a mean.
+    loss_weights = valid.float() / valid.sum().clamp(min=1)
+    targets = targets.clamp(min=0)  # ignored rows have weight 0; any valid index will do
+    chunk_rows = chunk_rows or max(1, LOSS_CHUNK_ELEMENTS // weight.shape[0])
+    dev = h.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+        return _ChunkedCrossEntropy.apply(h, weight, targets, loss_weights, output_mult,
+                                          chunk_rows, dtype)
+    return _ce_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, False)[0]
+
+
+class Xmodel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        assert config.d_model % config.n_head == 0 and config.n_head % config.n_kv_head == 0
+        assert config.head_dim % 2 == 0, "RoPE rotates pairs of dimensions"
+        self.config = config
+        self.mult = mup.multipliers(config)
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList([Block(config, self.mult) for _ in range(config.n_layer)])
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.loss_chunk_rows = None  # None: LOSS_CHUNK_ELEMENTS // vocab_size rows per chunk
+        # Non-persistent: derived from the config, so never stored in checkpoints.
+        self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+        self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        self._build_rope(config.max_seq_len)
+        self.reset_parameters()
+
+    def _build_rope(self, length, device=None):
+        hd = self.config.head_dim
+        inv_freq = 1.0 / self.config.rope_base ** (torch.arange(0, hd, 2, dtype=torch.float64, device=device) / hd)
+        angles = torch.outer(torch.arange(length, dtype=torch.float64, device=device), inv_freq)
+        self.rope_cos, self.rope_sin = angles.cos().float(), angles.sin().float()  # [T, hd/2]
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        """µP (or SP) init from mup.init_std, RECIPE §1."""
+        cfg = self.config
+        nn.init.normal_(self.embed.weight, std=mup.init_std(cfg, "embedding"))
+        for block in self.blocks:
+            for role, lin in (("qkv", block.attn.qkv), ("out", block.attn.out),
+                              ("gate_up", block.mlp.gate_up), ("down", block.mlp.down)):
+                nn.init.normal_(lin.weight, std=mup.init_std(cfg, role))
+            block.attn_norm.weight.fill_(1.0)
+            block.mlp_norm.weight.fill_(1.0)
+        self.norm.weight.fill_(1.0)
+
+    def forward(self, idx, targets=None, loss_mask=None, kv_cache=None):
+        B, T = idx.shape
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > self.rope_cos.shape[0]:  # longer than ever seen: grow the RoPE cache
+            self._build_rope(max(start + T, 2 * self.rope_cos.shape[0]), idx.device)
+        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        x = self.embed(idx) * self.mult["input_scale"]  # µP: ×12, RECIPE §1
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, kv_cache, i)
+        h = self.norm(x)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        if targets is None:
+            # µP: logits × output_scale / width_mult (RECIPE §1). Tied: the output layer is embed.
+            return F.linear(h, self.embed.weight).float() * self.mult["output_mult"]
+        assert kv_cache is None, "the loss is for training/eval on whole sequences"
+        return chunked_cross_entropy(h, self.embed.weight, targets, loss_mask,
+                                     self.mult["output_mult"], self.loss_chunk_rows)
+
+    def new_kv_cache(self, batch_size, max_len, device=None, dtype=None) -> KVCache:
+        p = self.embed.weight
+        return KVCache(self.config.n_layer, batch_size, self.config.n_kv_head, max_len,
+                       self.config.head_dim, device or p.device, dtype or p.dtype)
+
+    def num_params(self, exclude_embeddings=False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # the tied weight is listed once
+        return n - self.embed.weight.numel() if exclude_embeddings else n
+
+    def flops_per_token(self, seq_len) -> float:
+        """Training FLOPs per token, PaLM (arXiv 2204.02311, App. B) / nanoGPT style:
+        6N with N = every parameter, the tied embedding included once because it does a
+        [d × V] matmul as the output layer (the input lookup costs nothing; norm weights
+        are counted, a negligible 0.007%), plus 12·n_layer·n_head·head_dim·seq_len for
+        QKᵀ and AV, counted over the full T×T square (no discount for the causal mask)."""
+        cfg = self.config
+        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * seq_len
+
+    @classmethod
+    def from_checkpoint(cls, path, map_location="cpu") -> "Xmodel":
+        """Loads a consolidated model.pt; path: run dir (uses ckpt/latest), step dir or file.
+        The checkpoint's other entries land in model.checkpoint_info (tokenizer, step, config)."""
+        path = resolve_checkpoint(path)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        model = cls(ModelConfig(**ckpt["model_config"]))
+        model.load_state_dict(ckpt["model"])
+        model.checkpoint_info = {k: ckpt.get(k) for k in ("tokenizer", "step", "config")}
+        model.checkpoint_info["path"] = path
+        return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
+
+
+def resolve_checkpoint(path) -> str:
+    """run dir -> ckpt/<latest>/model.pt ; step dir -> model.pt ; file -> itself."""
+    if os.path.isfile(path):
+        return path
+    for latest in (os.path.join(path, "ckpt", "latest"), os.path.join(path, "latest")):
+        if os.path.isfile(latest):
+            name = open(latest).read().strip()
+            step_dir = name if os.path.isabs(name) else os.path.join(os.path.dirname(latest), os.path.basename(name))
+            return resolve_checkpoint(step_dir)
+    if os.path.isfile(os.path.join(path, "model.pt")):
+        return os.path.join(path, "model.pt")
+    raise FileNotFoundError(f"no model.pt, ckpt/latest or latest under {path!r}")
