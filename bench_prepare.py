@@ -8,7 +8,8 @@ Both sides get the same in-memory documents (the default corpus: Shakespeare + P
 all cores), i.e. the ceiling. "prepare" is prepare.prepare() end to end on those documents:
 batching, encoding, EOS insertion, uint16/uint32 conversion, shard writes with fsync, sha256,
 meta.json. The issue's target: prepare >= 80% of raw on this 2-core machine. Runs are
-interleaved and the median is reported, because a shared machine's load drifts.
+interleaved and the median and best are reported, because a shared machine's load drifts
+(best-of is the figure least disturbed by other processes).
 """
 import argparse
 import statistics
@@ -22,7 +23,7 @@ import prepare
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokenizer", default="data/default", help="load_tokenizer spec (built if data/default is missing)")
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=5)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="prepare worker settings to compare")
     a = p.parse_args()
     if a.tokenizer == "data/default" and not Path("data/default/meta.json").exists():
@@ -56,11 +57,14 @@ def main():
         for w in a.workers:
             results[f"prepare workers={w}"].append(pipeline(w))
     # the ratio is taken against the faster raw call, the stricter baseline
-    base = max(statistics.median(results[f"raw {m}"]) for m in raw_methods)
+    base_med = max(statistics.median(results[f"raw {m}"]) for m in raw_methods)
+    base_best = max(max(results[f"raw {m}"]) for m in raw_methods)
     for name, rates in results.items():
-        med = statistics.median(rates)
-        print(f"{name:26s} median {med / 1e6:6.3f} M tokens/s  ({' '.join(f'{r / 1e6:.3f}' for r in rates)})"
-              + ("" if name.startswith("raw") else f"  ratio to best raw {med / base:.1%}"))
+        med, best = statistics.median(rates), max(rates)
+        print(f"{name:26s} median {med / 1e6:6.3f}  best {best / 1e6:6.3f} M tokens/s  "
+              f"(runs: {' '.join(f'{r / 1e6:.3f}' for r in rates)})"
+              + ("" if name.startswith("raw") else
+                 f"  vs faster raw: median {med / base_med:.0%}, best {best / base_best:.0%}"))
 
 
 if __name__ == "__main__":

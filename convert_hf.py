@@ -23,7 +23,6 @@ one exception: a directory this file exported carries its original ModelConfig i
 ("xmodel_config"); import unfolds the multipliers and returns the original model.
 """
 import argparse
-import hashlib
 import json
 import math
 import shutil
@@ -176,7 +175,6 @@ def import_hf(hf_dir) -> Xmodel:
         raise NotImplementedError(
             "this checkpoint has an untied lm_head; model.py ties the output layer to the "
             "embedding (RECIPE §1), so it cannot represent it")
-    hd = cfg.head_dim
     sd = {"embed.weight": embed, "norm.weight": t["model.norm.weight"]}
     for i in range(cfg.n_layer):
         b, n = f"blocks.{i}.", _hf_names(i)
@@ -194,15 +192,15 @@ def import_hf(hf_dir) -> Xmodel:
 
 
 def _tokenizer_meta(hf_dir, c):
-    tok = hf_dir / "tokenizer.json"
-    if not tok.is_file():
+    """prepare.py's tokenizer meta for the directory's tokenizer.json (EOS from config.json)."""
+    if not (hf_dir / "tokenizer.json").is_file():
         return None
+    from prepare import load_tokenizer
     from tokenizers import Tokenizer
     eos = c.get("eos_token_id")
     eos = eos[0] if isinstance(eos, list) else eos
-    return {"kind": "hf", "name": hf_dir.name, "eos_id": eos,
-            "vocab_size": Tokenizer.from_file(str(tok)).get_vocab_size(),
-            "sha256": hashlib.sha256(tok.read_bytes()).hexdigest(), "file": "tokenizer.json"}
+    eos_token = Tokenizer.from_file(str(hf_dir / "tokenizer.json")).id_to_token(eos) if eos is not None else None
+    return {**load_tokenizer(str(hf_dir / "tokenizer.json"), eos_token=eos_token).meta(), "name": hf_dir.name}
 
 
 def save_checkpoint(model, out):

@@ -125,6 +125,8 @@ def rolling_windows(tokens, prefix_id, max_length):
 def perplexity(model, tokenizer, text, max_length, batch_size=16, max_batch_tokens=8192):
     """WikiText-2-style rolling perplexity of one text (one document) -> dict of metrics."""
     tokens = tokenizer.encode(text)
+    if not tokens:
+        raise ValueError("perplexity of an empty text")
     windows = rolling_windows(tokens, tokenizer.eos_id, max_length)
     logprob = sum(lp for lp, _ in score_continuations(model, windows, max_length, batch_size,
                                                        max_batch_tokens))
@@ -219,7 +221,12 @@ def run_lm_eval(lm, tasks, limit=None, include_path=None, code_tasks=False, num_
     from lm_eval.tasks import TaskManager
     if code_tasks:
         os.environ["HF_ALLOW_CODE_EVAL"] = "1"  # HF `evaluate`'s code_eval refuses without it
-    manager = TaskManager(include_path=include_path)
+    manager = None
+    if include_path:  # indexing lm-eval's ~15k built-in task files takes seconds: skip when unneeded
+        manager = TaskManager(include_path=include_path, include_defaults=False)
+        if not set(tasks) <= set(manager.all_tasks):
+            manager = None
+    manager = manager or TaskManager(include_path=include_path)
     scores = {}
     for name in tasks:
         suite = SUITE_BY_NAME.get(name)

@@ -13,15 +13,20 @@ Two backends with the same recipe:
   the paper's implementation.
 - "native": Float8Linear below, built on torch._scaled_mm, for machines without TE.
 "auto" picks TE when `import transformer_engine.pytorch` works, else native, and says so.
-The embedding/output layer and the norms stay in high precision (RECIPE §4: only the block
-GEMMs go to FP8; the tied 129,280-vocab output is too sensitive and shared with the embedding).
+The embedding/output layer and the norms stay in high precision (issue 6; the tied
+129,280-vocab output feeds the loss directly and shares its weight with the embedding).
 
 Delayed scaling, as TE defines it: the scale used at step t comes from the amaxes of the
 previous steps, scale = fp8_max / (max(amax_history) * 2**margin); the amax seen at step t is
 then pushed into the history (newest first, oldest dropped). Every update is a tensor op on a
-buffer (no .item(), no host sync), so torch.compile traces it. One exception to "delayed":
-an empty history (fresh run, or a bf16 checkpoint resumed in FP8) uses the current amax, so
-the first step is scaled just-in-time instead of with scale 1 (which would saturate E4M3).
+buffer (no .item(), no host sync), so torch.compile traces it. Because the scale does not
+depend on the tensor being quantized, the amax reduction and the cast read the tensor
+independently (the point of delayed scaling: the compiler may fuse them into one pass).
+One exception: while a module's history is empty (fresh run, or a bf16 checkpoint resumed in
+FP8) it scales with the current amax (just-in-time) instead of TE's scale 1, which would
+saturate E4M3 or flush small gradients to zero in E5M2. That is a Python flag
+(`history_started`), so under torch.compile the first training step and the rest are two
+graphs: one recompile, after step 1.
 
 Checkpoints (native): each Float8Linear keeps `weight` (same name and shape as nn.Linear) and
 one buffer `fp8_amax_history` [3, L] (rows: input, weight, grad_output). The scales are a pure
@@ -94,14 +99,16 @@ def amax_to_scale(amax, fp8_dtype, margin=0):
 
 def delayed_scale(history, current_amax, fp8_dtype, margin=0, algo="max"):
     """Scale for this step from the history of earlier amaxes (newest at index 0).
-    An empty history (all zeros) falls back to the current amax (see module docstring)."""
+    With current_amax given, an empty history (all zeros) falls back to it (first step);
+    current_amax=None is the steady state: the scale depends on the history alone."""
     if algo == "max":
         amax = history.max()
     elif algo == "most_recent":
         amax = history[0]
     else:
         raise ValueError(f"amax_compute_algo must be 'max' or 'most_recent', not {algo!r}")
-    amax = torch.where(amax > 0, amax, current_amax.float())
+    if current_amax is not None:
+        amax = torch.where(amax > 0, amax, current_amax.float())
     return amax_to_scale(amax, fp8_dtype, margin)
 
 
@@ -140,8 +147,11 @@ def scaled_matmul(a, a_scale, b, b_scale, out_dtype, emulate=False, use_fast_acc
     if a.stride(1) != 1 or b.stride(0) != 1:
         raise ValueError(f"scaled_matmul needs a row-major and b column-major, got strides "
                          f"{a.stride()} and {b.stride()}")
-    return torch._scaled_mm(a, b, scale_a=a_scale.reciprocal(), scale_b=b_scale.reciprocal(),
-                            out_dtype=out_dtype, use_fast_accum=use_fast_accum)
+    # Autocast must stay out: CPU autocast casts _scaled_mm's fp32 scales to bf16 (measured:
+    # 0.3% output error); the output dtype is chosen explicitly instead.
+    with torch.autocast(a.device.type, enabled=False):
+        return torch._scaled_mm(a, b, scale_a=a_scale.reciprocal(), scale_b=b_scale.reciprocal(),
+                                out_dtype=out_dtype, use_fast_accum=use_fast_accum)
 
 
 def column_major(t):
@@ -159,14 +169,14 @@ class _Float8LinearFunction(torch.autograd.Function):
     history, which backward then updates in place (a buffer mutation torch.compile supports)."""
 
     @staticmethod
-    def forward(ctx, x, weight, x_scale, w_scale, history, margin, algo, out_dtype, emulate):
+    def forward(ctx, x, weight, x_scale, w_scale, history, margin, algo, out_dtype, emulate, first_step):
         x_fp8 = quantize(x, x_scale, E4M3).contiguous()  # row-major whatever x's strides were
         w_fp8 = quantize(weight, w_scale, E4M3).contiguous()
         # Forward GEMM with fast accumulation, backward GEMMs without: the split torchao and
         # TE use (gradients are summed over all tokens and need the full-precision accumulator).
         y = scaled_matmul(x_fp8, x_scale, w_fp8.t(), w_scale, out_dtype, emulate, use_fast_accum=True)
         ctx.save_for_backward(x_fp8, w_fp8, x_scale, w_scale, history)
-        ctx.margin, ctx.algo, ctx.emulate = margin, algo, emulate
+        ctx.margin, ctx.algo, ctx.emulate, ctx.first_step = margin, algo, emulate, first_step
         ctx.x_dtype, ctx.w_dtype = x.dtype, weight.dtype
         return y
 
@@ -174,7 +184,8 @@ class _Float8LinearFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x_fp8, w_fp8, x_scale, w_scale, history = ctx.saved_tensors
         g_amax = grad_out.abs().amax().float()
-        g_scale = delayed_scale(history[GRAD_OUTPUT], g_amax, E5M2, ctx.margin, ctx.algo)
+        g_scale = delayed_scale(history[GRAD_OUTPUT], g_amax if ctx.first_step else None, E5M2,
+                                ctx.margin, ctx.algo)
         record_amax(history[GRAD_OUTPUT], g_amax)
         g_fp8 = quantize(grad_out, g_scale, E5M2).contiguous()
         grad_x = grad_w = None
@@ -183,7 +194,7 @@ class _Float8LinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:  # [N, M] @ [M, K]: E5M2 x E4M3
             grad_w = scaled_matmul(g_fp8.t().contiguous(), g_scale, column_major(x_fp8), x_scale,
                                    ctx.w_dtype, ctx.emulate)
-        return grad_x, grad_w, None, None, None, None, None, None, None
+        return grad_x, grad_w, None, None, None, None, None, None, None, None
 
 
 class Float8Linear(nn.Module):
@@ -203,6 +214,7 @@ class Float8Linear(nn.Module):
         self.register_parameter("bias", None)
         self.amax_compute_algo, self.margin, self.emulate = amax_compute_algo, margin, emulate
         self.register_buffer(HISTORY, torch.zeros(3, amax_history_len, device=device, dtype=torch.float32))
+        self.history_started = False  # False: scale just-in-time (module docstring); set by training/loading
         self._register_load_state_dict_pre_hook(_fill_missing_history, with_module=True)
 
     @classmethod
@@ -226,13 +238,18 @@ class Float8Linear(nn.Module):
         with torch.no_grad():
             x_amax = x2d.abs().amax().float()
             w_amax = weight.abs().amax().float()
-            x_scale = delayed_scale(history[INPUT], x_amax, E4M3, self.margin, self.amax_compute_algo)
-            w_scale = delayed_scale(history[WEIGHT], w_amax, E4M3, self.margin, self.amax_compute_algo)
+            first_step = not self.history_started
+            x_scale = delayed_scale(history[INPUT], x_amax if first_step else None, E4M3,
+                                    self.margin, self.amax_compute_algo)
+            w_scale = delayed_scale(history[WEIGHT], w_amax if first_step else None, E4M3,
+                                    self.margin, self.amax_compute_algo)
             if self.training:  # eval/validation must not move the training state
                 record_amax(history[INPUT], x_amax)
                 record_amax(history[WEIGHT], w_amax)
         y = _Float8LinearFunction.apply(x2d, weight, x_scale, w_scale, history, self.margin,
-                                        self.amax_compute_algo, out_dtype, emulate)
+                                        self.amax_compute_algo, out_dtype, emulate, first_step)
+        if self.training and torch.is_grad_enabled():
+            self.history_started = True
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def scales(self):
@@ -263,6 +280,8 @@ def _fill_missing_history(module, state_dict, prefix, *args):
         state_dict[key] = torch.zeros(3, length)
     elif state_dict[key].shape[1] != length:
         state_dict[key] = _resize_history(state_dict[key], length)
+    if state_dict[key].device.type != "meta":  # at load time only, so a host read is fine
+        module.history_started = bool(state_dict[key].any())
 
 
 # --------------------------------------------------------------------------- conversion
@@ -422,6 +441,7 @@ def load_fp8_state(model, state):
                 else:
                     m.fp8_amax_history.zero_()
                     fresh.append(name)
+                m.history_started = bool(m.fp8_amax_history.any())
         elif hasattr(m, "set_extra_state") and hasattr(m, "fp8_meta"):  # a TE module
             te_key = f"{name}._extra_state"
             if state.get(te_key) is not None:

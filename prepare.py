@@ -35,6 +35,7 @@ Choices (the issue leaves them open):
 import argparse
 import glob
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -88,6 +89,9 @@ class Tokenizer:
         if kind == "hf":
             self.vocab_size = backend.get_vocab_size(with_added_tokens=True)
             self.sha256 = sha256_bytes(definition.encode())
+            # a literal "<|endoftext|>" inside a web page must stay text, not become a real EOS
+            # (tiktoken's encode_ordinary does the same); the flag is not in `definition`
+            backend.encode_special_tokens = True
         else:
             self.vocab_size = backend.n_vocab
             self.sha256 = sha256
@@ -699,12 +703,17 @@ def _complete(folder, meta):
 def _remove_stale_partials(out):
     for stale in glob.glob(str(out.parent / f".{out.name}.partial-*")) + \
             glob.glob(str(out.parent / f".{out.name}.old-*")):
-        pid = int(stale.rsplit("-", 1)[1])
         try:
-            os.kill(pid, 0)
+            pid = int(stale.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the writer is still running
             alive = pid != os.getpid()
-        except (ProcessLookupError, PermissionError):
+        except ProcessLookupError:
             alive = False
+        except PermissionError:  # someone else's live process
+            alive = True
         if not alive:
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -746,8 +755,8 @@ def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, va
     try:
         if train_vocab:
             t_train = time.time()
-            train_texts = (d for i, d in enumerate(docs_iter()) if not is_val(i, val_fraction)
-                           and (max_docs is None or i < max_docs))
+            train_texts = (d for i, d in enumerate(itertools.islice(docs_iter(), max_docs))
+                           if not is_val(i, val_fraction))
             tok = train_bpe(train_texts, train_vocab)
             stats.clear()  # counted again by the tokenizing pass
             log(f"trained byte-level BPE vocab {tok.vocab_size} in {time.time() - t_train:.1f}s")
@@ -776,7 +785,9 @@ def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, va
             splits[s]["documents"] = docs_per_split[s]
         tok.save(stage)
         meta = {"format_version": FORMAT_VERSION, "name": name or out.name,
-                "source": source or ", ".join(files), "tokenizer": tok.meta(), "dtype": dtype,
+                "source": source or (", ".join(files) if len(files) <= 8 else
+                                     ", ".join(files[:4]) + f", ... ({len(files)} inputs)"),
+                "tokenizer": tok.meta(), "dtype": dtype,
                 "has_loss_mask": bool(sft), "eos_after_each_document": True, "splits": splits,
                 "inputs_fingerprint": fingerprint,
                 "stats": {k: v for k, v in stats.items() if k != "documents_read"}, "options": options}

@@ -154,7 +154,7 @@ def chat_prompt_ids(tokenizer, prompt):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="run dir, step dir or model.pt")
-    ap.add_argument("--prompt", default="\n")
+    ap.add_argument("--prompt", default="", help="default: empty (unconditional samples)")
     ap.add_argument("--prompt-file", help="read the prompt from this file (overrides --prompt)")
     ap.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     ap.add_argument("--num-samples", type=int, default=1)
@@ -174,9 +174,9 @@ def main(argv=None):
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.device.startswith("cuda") else "float32")
     model.to(getattr(torch, dtype))
     prompt = Path(args.prompt_file).read_text() if args.prompt_file else args.prompt
-    prompt_ids = chat_prompt_ids(tokenizer, prompt) if args.chat else tokenizer.encode(prompt)
-    if not prompt_ids:  # an empty prompt: condition on EOS, the document separator
-        prompt_ids = [tokenizer.eos_id]
+    text_ids = chat_prompt_ids(tokenizer, prompt) if args.chat else tokenizer.encode(prompt)
+    # EOS first: in the training stream every document follows the previous one's EOS
+    prompt_ids = [tokenizer.eos_id] + text_ids
     print(f"# {model_pt} | {model.num_params() / 1e6:.1f}M params | prompt {len(prompt_ids)} tokens")
 
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -187,7 +187,7 @@ def main(argv=None):
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     n_new = sum(len(ids) for _, ids in results)
-    shown = tokenizer.decode(prompt_ids) if args.chat else prompt
+    shown = tokenizer.decode(text_ids) if args.chat else prompt
     for text, _ in results:
         print(shown + text)
         print("-" * 80)

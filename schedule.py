@@ -184,7 +184,7 @@ def phase_rows(c, tokens_before=0):
     rows = []
     for a, b in zip(edges, edges[1:]):
         name = ("warmup" if a < warm_end else "stable" if a < dec_start
-                else f"decay ({c['decay_shape']})" if a < dec_end else "min_lr")
+                else f"decay:{c['decay_shape']}" if a < dec_end else "min_lr")
         t0 = tokens_before + tokens_between(start, a, c["global_batch"], c["batch_ramp"], c["seq_len"])
         t1 = tokens_before + tokens_between(start, b, c["global_batch"], c["batch_ramp"], c["seq_len"])
         rows.append((name, a, b, t0, t1, lr_at(a, **kw), lr_at(b - 1, **kw),

@@ -452,9 +452,11 @@ def build_optimizers(model, cfg, device, muon_active):
         g["lr"] = 0.0  # set every step from the schedule
     if not muon_active:
         return [torch.optim.AdamW(groups, **adamw_kw)]
-    adamw_groups, muon_groups = muon.split_param_groups(groups)
+    adamw_groups, muon_groups = muon.split_groups_for_muon(groups)  # matrices -> Muon
+    if cfg.muon_split_fused:  # ablation: q|k|v and gate|up orthogonalized block by block
+        muon.add_fused_row_splits(muon_groups, model.config)
     return [torch.optim.AdamW(adamw_groups, **adamw_kw),
-            muon.Muon(muon_groups, momentum=cfg.muon_momentum, split_fused=cfg.muon_split_fused)]
+            muon.Muon(muon_groups, momentum=cfg.muon_momentum)]
 
 
 def switch_to_muon(model, cfg, device, optimizers):
@@ -903,7 +905,7 @@ def train(cfg: Config):
                              f"{'AdamW+Muon' if muon_active else 'AdamW only'} while this phase at "
                              f"step {step} wants {'AdamW+Muon' if want_muon(step) else 'AdamW only'}: "
                              f"adjust muon_switch_step or set load_optimizer=False")
-        optimizers = build_optimizers(raw_model if not fsdp else model, cfg, d.device, muon_active)
+        optimizers = build_optimizers(raw_model, cfg, d.device, muon_active)
         load_optimizer_state(ckpt, model, optimizers, cfg, d, train_state)
         if cfg.init_from == "resume":
             if train_state.get("world_size") == d.world_size:
@@ -912,7 +914,7 @@ def train(cfg: Config):
                 print("[train] world size changed since the checkpoint: RNG states not restored")
     else:
         muon_active = want_muon(step)
-        optimizers = build_optimizers(model, cfg, d.device, muon_active)
+        optimizers = build_optimizers(raw_model, cfg, d.device, muon_active)
     train_state = None
 
     # ---- logging
@@ -954,7 +956,7 @@ def train(cfg: Config):
     while step < cfg.max_steps:
         t0 = time.time()
         if want_muon(step) and not muon_active:
-            optimizers = switch_to_muon(model if fsdp else raw_model, cfg, d.device, optimizers)
+            optimizers = switch_to_muon(raw_model, cfg, d.device, optimizers)
             muon_active = True
             logger.log({"kind": "event", "step": step, "event": "muon_switch"},
                        f"step {step}: AdamW -> Muon for the hidden matrices "

@@ -91,9 +91,12 @@ def test_delayed_scale_is_fp8_max_over_history_max_times_two_to_margin():
     assert fp8.delayed_scale(hist, now, E4M3, algo="most_recent").item() == 448.0 / 2.0
 
 
-def test_empty_history_scales_with_the_current_amax():
+def test_empty_history_scales_with_the_current_amax_only_when_given():
     hist = torch.zeros(128)
     assert fp8.delayed_scale(hist, torch.tensor(3.5), E4M3).item() == 128.0
+    assert fp8.delayed_scale(hist, None, E4M3).item() == 1.0  # steady state: history alone
+    hist[5] = 7.0
+    assert fp8.delayed_scale(hist, torch.tensor(3.5), E4M3).item() == 64.0
 
 
 def test_zero_or_nonfinite_amax_gives_unit_scale():
@@ -232,8 +235,8 @@ def test_output_and_grads_follow_autocast_and_master_weight_dtypes():
 
 
 @pytest.mark.skipif(not cpu_scaled_mm_works(), reason="this torch has no CPU torch._scaled_mm for float8")
-@pytest.mark.parametrize("tokens", [32, 5])
-def test_scaled_mm_path_matches_the_emulation(monkeypatch, tokens):
+@pytest.mark.parametrize("tokens,autocast", [(32, False), (5, False), (32, True)])
+def test_scaled_mm_path_matches_the_emulation(monkeypatch, tokens, autocast):
     """Runs the GPU code path (torch._scaled_mm: scale reciprocals, column-major operands,
     E5M2 x E4M3 in backward) through the CPU kernel, against the emulation."""
     monkeypatch.setattr(fp8, "check_fp8_supported", lambda *a, **k: None)
@@ -245,9 +248,10 @@ def test_scaled_mm_path_matches_the_emulation(monkeypatch, tokens):
         x = torch.randn(tokens, 64)
         g = torch.randn(tokens, 96)
         xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-        ya, yb = a(xa), b(xb)
-        ya.backward(g)
-        yb.backward(g)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            ya, yb = a(xa), b(xb)
+        ya.backward(g.to(ya.dtype))
+        yb.backward(g.to(yb.dtype))
         torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(a.weight.grad, b.weight.grad, rtol=1e-4, atol=1e-4)
@@ -385,9 +389,11 @@ def trained_fp8_model(steps=2):
 def test_bf16_checkpoint_loads_into_fp8_model_with_empty_histories():
     plain = make_lm(seed=1)
     model = trained_fp8_model()
+    assert model.blocks[0].attn.qkv.history_started
     model.load_state_dict(plain.state_dict())  # strict: the load hook fills the histories
     assert torch.equal(model.blocks[0].attn.qkv.weight, plain.blocks[0].attn.qkv.weight)
     assert (model.blocks[0].attn.qkv.fp8_amax_history == 0).all()
+    assert not model.blocks[0].attn.qkv.history_started  # next step scales just-in-time
 
 
 def test_fp8_state_dict_loads_into_bf16_model_after_strip():
@@ -410,7 +416,9 @@ def test_resumed_fp8_run_continues_exactly():
     resumed = make_lm(seed=5)
     fp8.convert_to_fp8(resumed, emulate=True)
     resumed.load_state_dict(weights)  # as model.pt
+    assert not resumed.blocks[0].attn.qkv.history_started
     assert fp8.load_fp8_state(resumed, scaling) == []  # as train_state.pt
+    assert resumed.blocks[0].attn.qkv.history_started
     model.zero_grad()
     idx = torch.randint(0, 64, (2, 8))
     a, b = model(idx), resumed(idx)

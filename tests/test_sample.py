@@ -1,6 +1,5 @@
 """sample.py (decoding) and convert_hf.py (Hugging Face export/import)."""
 import json
-import math
 import shutil
 from dataclasses import asdict
 

@@ -135,8 +135,9 @@ def test_matches_transformers_wsd_schedule(shape):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
     sched = transformers.get_wsd_schedule(opt, num_warmup_steps=warm, num_decay_steps=decay,
                                           num_stable_steps=stable, min_lr_ratio=ratio,
-                                          decay_type={"1-sqrt": "1-sqrt"}.get(shape, shape))
-    kw = dict(peak_lr=peak, start_step=0, warmup_steps=warm, warmup_init_lr=0.0,
+                                          decay_type=shape)
+    # transformers warms up from min_lr_ratio * peak (not from 0): same warmup_init_lr here.
+    kw = dict(peak_lr=peak, start_step=0, warmup_steps=warm, warmup_init_lr=ratio * peak,
               decay_start_step=warm + stable, decay_steps=decay, min_lr=ratio * peak, decay_shape=shape)
     for step in range(warm + stable + decay + 5):
         assert sched.get_last_lr()[0] == pytest.approx(lr_at(step, **kw), rel=1e-9, abs=1e-15), step
@@ -162,7 +163,7 @@ def test_cli_prints_phase_table_and_writes_png(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    rows = [l.split() for l in lines if l.split() and l.split()[0] in ("warmup", "stable", "decay", "min_lr")]
+    rows = [l.split() for l in lines if l.split() and l.split()[0].split(":")[0] in ("warmup", "stable", "decay", "min_lr")]
     assert [row[1] for row in rows] == ["0-200", "200-2500", "2500-5000", "5000-5050", "5050-6050", "6050-7000"]
     assert rows[2][-1] == "960" and rows[0][-1] == "480"
     # total tokens: 2500*480*3712 + 2500*960*3712 + 2000*960*8192

