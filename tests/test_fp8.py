@@ -361,6 +361,10 @@ def test_convert_the_real_model_when_it_exists():
     block_kept = [n for n, _ in report.kept if n.startswith("blocks.")]
     assert len(report.converted) + len(block_kept) == 4 * n_layer
     assert not any(n.startswith("embed") or "norm" in n for n in report.converted)
+    idx = torch.randint(0, model.config.vocab_size, (2, 16))
+    loss = model(idx, idx)
+    loss.backward()
+    assert torch.isfinite(loss) and model.blocks[0].attn.qkv.fp8_amax_history[:, 0].gt(0).all()
 
 
 # --------------------------------------------------------------------------- fp8=True on a machine without FP8
