@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--variants", default="ours,hf", help="comma list of " + ",".join(VARIANTS))
     p.add_argument("--parallel", default="none", choices=["none", "ddp", "fsdp"])
     p.add_argument("--activation-checkpointing", action="store_true")
+    p.add_argument("--loss-chunk-rows", type=int, default=None,
+                   help="rows per cross-entropy chunk (ours); default: model.py's")
     p.add_argument("--json", default=None, help="also write the table here")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one variant
     return p.parse_args(argv)
@@ -65,10 +67,11 @@ def measure_matmul_peak(n=8192, iters=20):
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
-def build_ours(preset, fp8, act_ckpt):
+def build_ours(preset, fp8, act_ckpt, loss_chunk_rows):
     from model import Xmodel, model_config
     cfg = model_config(preset)
     model = Xmodel(cfg).cuda()
+    model.loss_chunk_rows = loss_chunk_rows
     if fp8:
         from fp8 import convert_to_fp8
         print("fp8:", convert_to_fp8(model, backend="native"), flush=True)
@@ -115,7 +118,7 @@ def run_one(args, name):
     if impl == "hf":
         model, cfg, loss_fn, flops_per_token = build_hf(args.preset)
     else:
-        model, cfg, loss_fn, flops_per_token = build_ours(args.preset, fp8, args.activation_checkpointing)
+        model, cfg, loss_fn, flops_per_token = build_ours(args.preset, fp8, args.activation_checkpointing, args.loss_chunk_rows)
     n_params = sum(p.numel() for p in model.parameters())
 
     if args.parallel == "ddp":

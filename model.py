@@ -180,14 +180,15 @@ def _ce_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype,
     grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_grads else None
     for s in range(0, h.shape[0], chunk_rows):
         h_c, t_c, a_c = h[s:s + chunk_rows].to(dtype), targets[s:s + chunk_rows], loss_weights[s:s + chunk_rows]
-        logits = (h_c @ w.t()).float() * output_mult
+        # In-place below (no autograd records here): one chunk of logits is the only big buffer.
+        logits = (h_c @ w.t()).float().mul_(output_mult)
         lse = torch.logsumexp(logits, dim=-1)
         loss = loss + (a_c * (lse - logits.gather(1, t_c[:, None]).squeeze(1))).sum()
         if need_grads:
             # d CE / d logits = softmax − onehot, times the row weight and the output multiplier.
-            g = torch.exp(logits - lse[:, None])
+            g = logits.sub_(lse[:, None]).exp_()
             g.scatter_add_(1, t_c[:, None], -torch.ones_like(lse[:, None]))
-            g = (g * (a_c * output_mult)[:, None]).to(dtype)
+            g = g.mul_((a_c * output_mult)[:, None]).to(dtype)
             grad_h[s:s + chunk_rows] = (g @ w).to(h.dtype)
             grad_w += (g.t() @ h_c).float()
     return loss, grad_h, grad_w

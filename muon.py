@@ -29,7 +29,9 @@ fused [2*d_ffn, d]. By default (the recipe) each fused matrix is orthogonalized 
 row block orthogonalized separately with its own 0.2*sqrt(max(block_rows, cols)).
 `add_fused_row_splits(groups, model_config)` fills it from the parameter names.
 
-Distributed (chosen automatically when torch.distributed is initialized with world > 1):
+Distributed (chosen automatically when torch.distributed is initialized with world > 1;
+distributed=False forces the local path). Assumes what DDP and FSDP2 guarantee: every rank
+steps the same parameters with the same (all-reduced) gradients, in the same order.
 - Plain tensors (DDP): every rank holds the same all-reduced gradient, so every rank updates
   the momentum of every matrix (cheap, element-wise; keeps optimizer state identical on all
   ranks, so any rank's state_dict is the checkpoint). The Newton–Schulz work (the expensive

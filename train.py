@@ -108,7 +108,7 @@ class Config:
     fp8: bool = False  # FP8 block Linears via fp8.py (RECIPE §4); needs an SM89+ GPU
     fp8_backend: str = "auto"  # 'auto' (TransformerEngine if installed, else native) | 'te' | 'native'
     fp8_emulate: bool = False  # tests only: run the native FP8 path emulated on a CPU
-    parallel: str = "ddp"  # 'ddp' | 'fsdp' (FSDP2 fully_shard per block) when world_size > 1
+    parallel: str = "ddp"  # under torchrun: 'ddp' | 'fsdp' (FSDP2 fully_shard per block)
     compile: Union[bool, str] = "auto"  # torch.compile: 'auto' = on for CUDA, off on CPU
     activation_checkpointing: bool = False  # recompute blocks in backward (16K context)
     # ---- logging, evaluation, checkpoints ----------------------------------------------
@@ -823,6 +823,24 @@ def train(cfg: Config):
     t_start = time.time()
     d = setup_distributed(cfg)
     validate(cfg, d.world_size)  # again, now with the real world size
+    # Everything that can fail cheaply fails here, before any work.
+    ckpt = None
+    if cfg.init_from == "resume":
+        if not os.path.exists(os.path.join(cfg.out_dir, "ckpt", "latest")):
+            raise FileNotFoundError(f"init_from='resume' but {cfg.out_dir}/ckpt/latest does not exist: "
+                                    f"nothing to resume (use init_from='scratch' or a checkpoint path)")
+        ckpt = resolve_checkpoint(cfg.out_dir)
+    elif cfg.init_from != "scratch":
+        ckpt = resolve_checkpoint(cfg.init_from)
+    elif os.path.exists(os.path.join(cfg.out_dir, "ckpt", "latest")):
+        raise ValueError(f"{cfg.out_dir} already holds checkpoints: pass --init_from=resume to "
+                         f"continue that run, or choose another out_dir")
+    if cfg.wandb_log and d.master:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ImportError("wandb_log=True needs `pip install wandb` (wandb_mode='offline' works "
+                              "without an account)") from None
     stop = StopSignal()
     os.makedirs(cfg.out_dir, exist_ok=True)
     if d.master:
@@ -843,14 +861,7 @@ def train(cfg: Config):
     # ---- model
     raw_model = build_model(cfg, d.device)
     prepare.check_vocab(data_meta, raw_model.config.vocab_size)  # ids must fit the embedding
-    step, train_state, ckpt = cfg.start_step, None, None
-    if cfg.init_from == "resume":
-        ckpt = resolve_checkpoint(cfg.out_dir)
-    elif cfg.init_from != "scratch":
-        ckpt = resolve_checkpoint(cfg.init_from)
-    elif os.path.exists(os.path.join(cfg.out_dir, "ckpt", "latest")):
-        raise ValueError(f"{cfg.out_dir} already holds checkpoints: pass --init_from=resume to "
-                         f"continue that run, or choose another out_dir")
+    step, train_state = cfg.start_step, None
     if ckpt is not None:
         payload = torch.load(os.path.join(ckpt, "model.pt"), map_location="cpu", weights_only=False)
         load_model_weights(raw_model, payload["model"], ckpt)
@@ -859,6 +870,10 @@ def train(cfg: Config):
         train_state = torch.load(os.path.join(ckpt, "train_state.pt"), map_location="cpu", weights_only=False)
         if cfg.init_from == "resume":
             step = train_state["step"]
+            changed = {k: (v, getattr(cfg, k)) for k, v in train_state["config"].items()
+                       if k != "init_from" and k in FIELDS and v != getattr(cfg, k)}
+            if changed and d.master:
+                print(f"[train] resuming with changed settings (checkpoint -> now): {changed}")
         elif payload["step"] != cfg.start_step and d.master:
             print(f"[train] warning: {ckpt} is at step {payload['step']}, this phase starts at "
                   f"start_step={cfg.start_step}")
@@ -899,12 +914,11 @@ def train(cfg: Config):
     def want_muon(s):
         return cfg.muon_switch_step is not None and s >= cfg.muon_switch_step
     if train_state is not None and (cfg.init_from == "resume" or cfg.load_optimizer):
-        muon_active = train_state["muon_active"]
-        if cfg.init_from != "resume" and muon_active != want_muon(step):
-            raise ValueError(f"load_optimizer=True but the checkpoint's optimizer is "
-                             f"{'AdamW+Muon' if muon_active else 'AdamW only'} while this phase at "
-                             f"step {step} wants {'AdamW+Muon' if want_muon(step) else 'AdamW only'}: "
-                             f"adjust muon_switch_step or set load_optimizer=False")
+        muon_active = train_state["muon_active"]  # AdamW-only state switches in the loop
+        if muon_active and not want_muon(step):
+            raise ValueError(f"the checkpoint's optimizer state is AdamW+Muon but this phase keeps "
+                             f"AdamW only at step {step}: set muon_switch_step <= {step}, or "
+                             f"load_optimizer=False for a fresh AdamW")
         optimizers = build_optimizers(raw_model, cfg, d.device, muon_active)
         load_optimizer_state(ckpt, model, optimizers, cfg, d, train_state)
         if cfg.init_from == "resume":
@@ -989,9 +1003,8 @@ def train(cfg: Config):
         # host sync per step: deciding to skip a non-finite update needs the value on the host.
         stats = torch.stack([loss_sum / accum, torch.tensor(float(stop.requested), device=d.device)])
         all_reduce(stats)
-        loss_val, stop_votes = stats.tolist()
+        loss_val, stop_votes, gnorm = torch.cat([stats, grad_norm.float().reshape(1)]).tolist()
         loss_val /= d.world_size
-        gnorm = grad_norm.item()
 
         near_switch = cfg.muon_switch_step is not None and abs(step - cfg.muon_switch_step) < rms_window
         before = snapshot_params(optimizers) if near_switch else None
@@ -1054,6 +1067,7 @@ def train(cfg: Config):
                             + (f" | mem {mem:.1f}GiB" if mem is not None else "") + f" | eta {_fmt_time(eta)}")
             t_log, tokens_log = time.time(), 0
         stopping = stop_votes > 0
+        t_extra = time.time()  # evaluation and checkpoint time stays out of tokens/s
         if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_steps:
             if not stopping:
                 last_val = evaluate(model, val_sets, cfg, d, autocast)
@@ -1064,6 +1078,7 @@ def train(cfg: Config):
                                    list(cfg.data))
             logger.log({"kind": "checkpoint", "step": step, "path": path},
                        f"step {step}: checkpoint {path}")
+        t_log += time.time() - t_extra
         if stopping:
             logger.log({"kind": "event", "step": step, "event": "stopped_by_signal"},
                        f"stopped by signal after step {step}; continue with --init_from=resume")

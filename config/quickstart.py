@@ -16,8 +16,8 @@ data = {"data/default": 1.0}
 seq_len = 256
 max_seq_len = 256
 
-global_batch = 16
-micro_batch = 16  # one micro-batch per step: the fastest on a CPU
+global_batch = 8  # 8 x 256 = 2,048 tokens per step
+micro_batch = 8  # one micro-batch per step: the fastest on a CPU
 
 start_step = 0
 max_steps = 150

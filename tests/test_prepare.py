@@ -305,8 +305,11 @@ def test_missing_or_invalid_json_names_file_line_and_the_fix(tmp_path):
     with pytest.raises(PrepareError, match=r"b\.jsonl:2: invalid JSON"):
         prep([str(tmp_path / "b.jsonl")], tmp_path / "ds")
     (tmp_path / "c.jsonl").write_text('{"question": "no chat here"}\n')
-    with pytest.raises(PrepareError, match=r"c\.jsonl:1: SFT record needs 'messages'"):
+    with pytest.raises(PrepareError, match=r"--sft data must share the pretraining data's tokenizer"):
         prep([str(tmp_path / "c.jsonl")], tmp_path / "ds", sft=True)
+    prep(write_txt(tmp_path / "in", DOCS), tmp_path / "base")
+    with pytest.raises(PrepareError, match=r"c\.jsonl:1: SFT record needs 'messages'"):
+        prep([str(tmp_path / "c.jsonl")], tmp_path / "ds", tokenizer=str(tmp_path / "base"), sft=True)
     assert not (tmp_path / "ds").exists()
 
 

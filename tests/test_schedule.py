@@ -170,3 +170,21 @@ def test_cli_prints_phase_table_and_writes_png(tmp_path):
     total = 2500 * 480 * 3712 + 2500 * 960 * 3712 + 2000 * 960 * 8192
     assert f"total tokens {total / 1e9:.4g}B" in r.stdout
     assert png.stat().st_size > 1000
+
+
+def test_cli_on_the_recipe_decay_config_through_train_load_config(tmp_path):
+    # The repository's own phase file, read through train.load_config (validated config).
+    if not (ROOT / "config" / "decay_muon.py").exists() or not (ROOT / "train.py").exists():
+        pytest.skip("config/decay_muon.py or train.py not present")
+    png = tmp_path / "decay.png"
+    r = subprocess.run([sys.executable, "schedule.py", "config/decay_muon.py", "--out", str(png)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "train.load_config unavailable" not in r.stderr
+    # columns: segment, first-end step, n steps, tokens, lr@first, lr@last, batch
+    rows = {l.split()[0]: l.split() for l in r.stdout.splitlines()
+            if l.startswith(("warmup", "decay:", "min_lr"))}
+    assert rows["warmup"][2] == "500" and rows["warmup"][4] == "1e-06"  # RECIPE §3
+    assert rows["decay:linear"][2] == "10000" and rows["decay:linear"][4] == "0.000625"
+    assert rows["min_lr"][4] == "1e-05" and rows["min_lr"][-1] == "960"
+    assert png.exists()

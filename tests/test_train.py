@@ -79,9 +79,17 @@ def torchrun(nproc, args, timeout=180):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
            "--standalone", os.path.join(ROOT, "train.py"), *args]
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    return p
+    # Own session: on a timeout the whole group (torchrun and its workers) is killed.
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail(f"torchrun timed out after {timeout}s:\n{out[-3000:]}{err[-3000:]}")
+    assert p.returncode == 0, out[-3000:] + err[-3000:]
+    return out
 
 
 def test_tiny_run_loss_falls_and_writes_everything(dataset, tmp_path):
@@ -154,6 +162,12 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(dataset, tmp_path)
     val_a = {r["step"]: r["val_loss"] for r in records(full, "val")}
     val_b = {r["step"]: r["val_loss"] for r in records(cut, "val")}
     assert val_a == val_b
+
+
+def test_activation_checkpointing_gives_the_same_losses(dataset, tmp_path):
+    run_inprocess(tiny_args(dataset, tmp_path / "plain", max_steps=4))
+    run_inprocess(tiny_args(dataset, tmp_path / "ac", max_steps=4, activation_checkpointing=True))
+    assert losses(tmp_path / "plain") == losses(tmp_path / "ac")
 
 
 def test_existing_run_is_not_overwritten_without_resume(dataset, tmp_path):
@@ -242,8 +256,10 @@ def test_nonfinite_gradients_skip_the_update_then_stop(dataset, tmp_path, monkey
 def test_fsdp2_trains_checkpoints_with_dcp_and_reloads_on_another_world_size(dataset, tmp_path):
     """FSDP2 (fully_shard) runs on CPU with gloo in torch 2.13."""
     single, fsdp = tmp_path / "single", tmp_path / "fsdp"
-    run_inprocess(tiny_args(dataset, single, max_steps=8))
-    torchrun(2, tiny_args(dataset, fsdp, max_steps=8, parallel="fsdp", ckpt_interval=4))
+    # Muon from step 3: its sharded (DTensor) path and its state in dcp/ are covered too.
+    run_inprocess(tiny_args(dataset, single, max_steps=8, muon_switch_step=3))
+    torchrun(2, tiny_args(dataset, fsdp, max_steps=8, muon_switch_step=3, parallel="fsdp", ckpt_interval=4,
+                          activation_checkpointing=True))  # recompute under FSDP2's hooks
     a, b = losses(single), losses(fsdp)
     for s in a:
         assert b[s] == pytest.approx(a[s], rel=1e-5), (s, a[s], b[s])
@@ -252,7 +268,8 @@ def test_fsdp2_trains_checkpoints_with_dcp_and_reloads_on_another_world_size(dat
     shutil.rmtree(fsdp / "ckpt" / "step_00000008")
     (fsdp / "ckpt" / "latest").write_text("step_00000004\n")
     (fsdp / "metrics.jsonl").write_text("")
-    torchrun(1, tiny_args(dataset, fsdp, max_steps=8, parallel="fsdp", init_from="resume"))
+    torchrun(1, tiny_args(dataset, fsdp, max_steps=8, muon_switch_step=3, parallel="fsdp",
+                          init_from="resume"))
     c = losses(fsdp)
     assert set(c) == {5, 6, 7, 8}
     for s in c:

@@ -1,0 +1,238 @@
+"""model.py: the Xmodel-2.5 network — shapes and counts of RECIPE §1, causality, KV-cache
+decoding, the chunked loss (values, gradients, mask, memory), compile, checkpoints."""
+import dataclasses
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import ModelConfig, Xmodel, chunked_cross_entropy, model_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(**overrides):
+    torch.manual_seed(0)
+    return Xmodel(model_config("tiny", **overrides))
+
+
+def tokens(batch, length, vocab=512, seed=1):
+    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def test_full_preset_has_exactly_the_recipe_parameter_count_and_names():
+    with torch.device("meta"):
+        model = Xmodel(model_config("xmodel-2.5"))
+    assert model.num_params() == 1_350_059_520  # RECIPE §1, tied embedding counted once
+    assert model.num_params(exclude_embeddings=True) == 1_350_059_520 - 129_280 * 1536
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    assert shapes["embed.weight"] == (129_280, 1536)
+    assert shapes["blocks.0.attn.qkv.weight"] == (2560, 1536)  # fused q|k|v, RECIPE §2
+    assert shapes["blocks.0.attn.out.weight"] == (1536, 1536)
+    assert shapes["blocks.47.mlp.gate_up.weight"] == (7680, 1536)  # fused gate|up
+    assert shapes["blocks.47.mlp.down.weight"] == (1536, 3840)
+    assert shapes["norm.weight"] == (1536,)
+    assert len(shapes) == 1 + 48 * 6 + 1
+    assert not any(n.endswith("bias") for n in shapes)
+    assert "rope_cos" not in model.state_dict()  # derived, never checkpointed
+
+
+def test_proxy_preset_is_the_hpo_proxy_at_base_width():
+    cfg = model_config("proxy")
+    assert (cfg.d_model, cfg.n_layer, cfg.n_head, cfg.n_kv_head, cfg.d_ffn) == (256, 4, 4, 1, 640)
+    assert cfg.width_mult == 1.0 and cfg.vocab_size == 129_280
+    with torch.device("meta"):
+        assert Xmodel(cfg).num_params(exclude_embeddings=True) == 2_623_744
+
+
+def test_unknown_config_key_is_rejected():
+    with pytest.raises(ValueError):
+        model_config("tiny", n_layers=3)
+
+
+def test_changing_a_future_token_never_changes_an_earlier_logit():
+    model = tiny()
+    x = tokens(2, 24)
+    y = x.clone()
+    y[:, 15] = (y[:, 15] + 1) % 512
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    assert torch.equal(a[:, :15], b[:, :15])
+    assert not torch.allclose(a[:, 15:], b[:, 15:])
+
+
+def test_kv_cache_decoding_equals_the_full_forward():
+    model = tiny().eval()
+    x = tokens(2, 30)
+    with torch.no_grad():
+        full = model(x)
+        cache = model.new_kv_cache(2, 30)
+        parts = [model(x[:, :9], kv_cache=cache)]          # prefill
+        parts.append(model(x[:, 9:14], kv_cache=cache))    # a multi-token step at offset 9
+        for t in range(14, 30):                            # then token by token
+            parts.append(model(x[:, t:t + 1], kv_cache=cache))
+    assert cache.pos == 30
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_rope_cache_grows_for_sequences_longer_than_max_seq_len():
+    short, long_ = tiny(max_seq_len=8), tiny(max_seq_len=64)
+    long_.load_state_dict(short.state_dict())
+    x = tokens(1, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(short(x), long_(x))
+    assert short.rope_cos.shape[0] >= 40
+
+
+def test_init_follows_recipe_stds():
+    # Width 512, 8 layers, base width 128 -> width_mult 4: embedding 0.1, qkv and gate_up
+    # 0.1/sqrt(4) = 0.05, out and down 0.1/sqrt(16) = 0.025, norms 1 (RECIPE §1).
+    torch.manual_seed(0)
+    model = Xmodel(ModelConfig(vocab_size=1000, n_layer=8, d_model=512, n_head=8, n_kv_head=2,
+                               d_ffn=1024, mup_base_width=128))
+    b = model.blocks[3]
+    for w, std in ((model.embed.weight, 0.1), (b.attn.qkv.weight, 0.05), (b.mlp.gate_up.weight, 0.05),
+                   (b.attn.out.weight, 0.025), (b.mlp.down.weight, 0.025)):
+        assert abs(w.std().item() / std - 1) < 0.02
+    assert torch.equal(b.attn_norm.weight, torch.ones(512))
+
+
+def plain_loss(model, x, y, mask=None):
+    logits = model(x)  # fp32 logits with the µP output multiplier applied
+    target = y.masked_fill(mask == 0, -1) if mask is not None else y
+    return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-1)
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 64, 1000])  # uneven, even, a single chunk
+def test_chunked_loss_equals_plain_cross_entropy_with_gradients(chunk_rows):
+    model = tiny()
+    model.loss_chunk_rows = chunk_rows
+    x, y = tokens(4, 16), tokens(4, 16, seed=2)
+    y[1, 3:6] = -1  # ignored targets
+    grads = []
+    losses = []
+    for fn in (lambda: model(x, y), lambda: plain_loss(model, x, y)):
+        model.zero_grad()
+        loss = fn()
+        loss.backward()
+        losses.append(loss)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=1e-6)
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-6, rtol=1e-5)
+    with torch.no_grad():  # the eval path (no gradients computed) gives the same value
+        torch.testing.assert_close(model(x, y), losses[1], atol=1e-6, rtol=1e-6)
+
+
+def test_chunked_loss_under_bf16_autocast_matches_plain_within_bf16_error():
+    model = tiny()
+    model.loss_chunk_rows = 10
+    x, y = tokens(2, 32), tokens(2, 32, seed=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, y)
+        ref = plain_loss(model, x, y)
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - ref.item()) < 1e-2
+    loss.backward()
+    assert model.embed.weight.grad.dtype == torch.float32
+
+
+def test_loss_mask_trains_only_on_masked_in_positions():
+    model = tiny()
+    x, y = tokens(2, 16), tokens(2, 16, seed=2)
+    mask = torch.zeros(2, 16, dtype=torch.uint8)
+    mask[0, 5:] = 1
+    mask[1, 10:14] = 1
+    loss = model(x, y, loss_mask=mask)
+    torch.testing.assert_close(loss, plain_loss(model, x, y, mask), atol=1e-6, rtol=1e-6)
+    y2 = y.clone()
+    y2[mask == 0] = 0  # targets outside the mask are irrelevant
+    torch.testing.assert_close(model(x, y2, loss_mask=mask), loss)
+    model.zero_grad()
+    model(x, y, loss_mask=torch.zeros_like(mask)).backward()  # nothing to train on: zero, no NaN
+    assert all(torch.count_nonzero(p.grad) == 0 for p in model.parameters())
+
+
+MEMORY_PROBE = textwrap.dedent("""
+    import resource, sys, torch, torch.nn.functional as F
+    sys.path.insert(0, {root!r})
+    from model import chunked_cross_entropy
+    torch.set_num_threads(1)
+    N, V, D = 2048, 16384, 64   # one fp32 [N, V] logits tensor = 128 MiB
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(N, D, generator=g, requires_grad=True)
+    w = (0.1 * torch.randn(V, D, generator=g)).requires_grad_()
+    t = torch.randint(0, V, (N,), generator=g)
+    def run(mode, h, w, t):
+        if mode == "plain":
+            F.cross_entropy((h @ w.t()).float(), t).backward()
+        else:
+            chunked_cross_entropy(h, w, t, chunk_rows=128).backward()
+    # warm-up on small shapes first: the first backward pages in library code (tens of MiB)
+    for mode in ("plain", "chunked"):
+        run(mode, h[:8].detach().requires_grad_(), w[:64].detach().requires_grad_(), t[:8] % 64)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run(sys.argv[1], h, w, t)
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)  # MiB
+""")
+
+
+def test_chunked_loss_peak_memory_is_far_below_the_full_logits():
+    # Peak resident memory (the kernel's high-water mark, ru_maxrss) of a fresh process that
+    # computes one loss + backward, so other tests cannot pollute it.
+    code = MEMORY_PROBE.format(root=str(ROOT))
+    procs = {m: subprocess.Popen([sys.executable, "-c", code, m], stdout=subprocess.PIPE, text=True)
+             for m in ("plain", "chunked")}
+    peak = {m: float(p.communicate(timeout=120)[0].strip()) for m, p in procs.items()}
+    # plain holds logits + log-softmax (+ their gradient) at 128 MiB each
+    assert peak["plain"] > 200, peak
+    # chunked: 128-row chunks of 8 MiB, the [V, D] weight gradient (4 MiB) and allocator slack
+    assert peak["chunked"] < 0.2 * peak["plain"], peak
+
+
+def test_compiles_with_fullgraph_for_loss_forward_and_backward():
+    # backend="aot_eager" traces the whole graph (dynamo, fullgraph) and its backward (AOT
+    # autograd) like inductor does, but skips C++ codegen (~60 s on 2 busy cores).
+    model = tiny()
+    model.loss_chunk_rows = 24  # several chunks: the loop must trace too
+    x, y = tokens(2, 32), tokens(2, 32, seed=2)
+    mask = (torch.arange(32) > 4).expand(2, 32)
+    ref = model(x, y, loss_mask=mask)
+    ref.backward()
+    ref_grad = model.blocks[0].attn.qkv.weight.grad.clone()
+    model.zero_grad()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    loss = compiled(x, y, loss_mask=mask)
+    loss.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(model.blocks[0].attn.qkv.weight.grad, ref_grad)
+
+
+def test_flops_per_token_is_6n_plus_the_attention_term():
+    with torch.device("meta"):
+        model = Xmodel(model_config("xmodel-2.5"))
+    # 6 · 1,350,059,520 + 12 · 48 layers · 24 heads · 64 · 3712 tokens
+    assert model.flops_per_token(3712) == 6 * 1_350_059_520 + 12 * 48 * 1536 * 3712
+
+
+def test_from_checkpoint_reads_run_dir_step_dir_and_model_file(tmp_path):
+    model = tiny()
+    step_dir = tmp_path / "run" / "ckpt" / "step_00000010"
+    step_dir.mkdir(parents=True)
+    torch.save({"model_config": dataclasses.asdict(model.config), "model": model.state_dict(),
+                "tokenizer": {"kind": "hf", "vocab_size": 512}, "step": 10, "config": {}},
+               step_dir / "model.pt")
+    (tmp_path / "run" / "ckpt" / "latest").write_text("step_00000010\n")
+    x = tokens(1, 8)
+    with torch.no_grad():
+        expected = model(x)
+        for path in (tmp_path / "run", step_dir, step_dir / "model.pt"):
+            loaded = Xmodel.from_checkpoint(str(path))
+            assert loaded.config == model.config and loaded.checkpoint_info["step"] == 10
+            torch.testing.assert_close(loaded(x), expected)
+    with pytest.raises(FileNotFoundError):
+        Xmodel.from_checkpoint(str(tmp_path))
