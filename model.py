@@ -5,7 +5,6 @@ SwiGLU, tied input/output embeddings, no biases, no dropout. The µP multipliers
 stds come from mup.py. A plain nn.Module: FSDP, torch.compile and FP8 are applied from
 outside (train.py, fp8.py).
 """
-import math
 import os
 from dataclasses import dataclass, fields
 
@@ -246,7 +245,6 @@ class Xmodel(nn.Module):
         # Non-persistent: derived from the config, so never stored in checkpoints.
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
-        self._build_rope(config.max_seq_len)
         self.reset_parameters()
 
     def _build_rope(self, length, device=None):
@@ -257,8 +255,10 @@ class Xmodel(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self):
-        """µP (or SP) init from mup.init_std, RECIPE §1."""
+        """µP (or SP) init from mup.init_std, RECIPE §1. Also (re)builds the RoPE tables, so a
+        model created on the meta device is complete after to_empty(device) + this call."""
         cfg = self.config
+        self._build_rope(max(cfg.max_seq_len, self.rope_cos.shape[0]), self.embed.weight.device)
         nn.init.normal_(self.embed.weight, std=mup.init_std(cfg, "embedding"))
         for block in self.blocks:
             for role, lin in (("qkv", block.attn.qkv), ("out", block.attn.out),
@@ -271,8 +271,11 @@ class Xmodel(nn.Module):
     def forward(self, idx, targets=None, loss_mask=None, kv_cache=None):
         B, T = idx.shape
         start = kv_cache.pos if kv_cache is not None else 0
-        if start + T > self.rope_cos.shape[0]:  # longer than ever seen: grow the RoPE cache
-            self._build_rope(max(start + T, 2 * self.rope_cos.shape[0]), idx.device)
+        # Grow the RoPE tables for a longer sequence than ever seen; rebuild them in fp32 if
+        # model.to(bf16) cast them (bf16 keeps ~3 digits: too coarse for rotations at long range).
+        length = self.rope_cos.shape[0]
+        if start + T > length or self.rope_cos.dtype != torch.float32:
+            self._build_rope(max(start + T, 2 * length if start + T > length else length), idx.device)
         cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         x = self.embed(idx) * self.mult["input_scale"]  # µP: ×12, RECIPE §1
         for i, block in enumerate(self.blocks):

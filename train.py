@@ -963,6 +963,7 @@ def train(cfg: Config):
     nonfinite_in_a_row, skipped = 0, 0
     tokens_run, t_log, tokens_log = 0, time.time(), 0
     last_loss, last_val, mfu = None, None, None
+    interval_losses = []  # the logged loss is the mean over the log interval
     step_times = deque(maxlen=20)
     rms_window = 5  # log update RMS for this many steps on each side of the switch
 
@@ -1042,7 +1043,7 @@ def train(cfg: Config):
                            f"data: Mixture.get_batch(step={step}, micro_step=0..{accum * d.world_size - 1})")
         if math.isfinite(loss_val):
             recent.append(loss_val)
-            last_loss = loss_val
+            interval_losses.append(loss_val)
 
         step += 1
         tokens = global_batch * cfg.seq_len
@@ -1057,12 +1058,15 @@ def train(cfg: Config):
             mfu = flops_per_token * tok_s / (peak * 1e12 * d.world_size) if peak else None
             eta = (cfg.max_steps - step) * sum(step_times) / len(step_times)
             mem = torch.cuda.max_memory_allocated(d.device) / 2**30 if cuda else None
+            if interval_losses:
+                last_loss = sum(interval_losses) / len(interval_losses)
+            interval_losses = []
             rec = {"kind": "train", "step": step, "phase": cfg.phase_name, "segment": segment(step - 1),
-                   "loss": loss_val, "lr": lr, "grad_norm": gnorm, "global_batch": global_batch,
+                   "loss": last_loss, "lr": lr, "grad_norm": gnorm, "global_batch": global_batch,
                    "tokens_per_s": tok_s, "mfu": mfu, "mem_gib": mem, "eta_s": eta,
                    "muon_active": muon_active, "time": time.time() - t_start}
             logger.log(rec, f"step {step}/{cfg.max_steps} {cfg.phase_name + ' ' if cfg.phase_name else ''}"
-                            f"{segment(step - 1)} | loss {loss_val:.4f} | lr {lr:.3e} | gnorm {gnorm:.3f} | "
+                            f"{segment(step - 1)} | loss {last_loss if last_loss is not None else math.nan:.4f} | lr {lr:.3e} | gnorm {gnorm:.3f} | "
                             f"{tok_s:,.0f} tok/s" + (f" | MFU {mfu:.1%}" if mfu else "")
                             + (f" | mem {mem:.1f}GiB" if mem is not None else "") + f" | eta {_fmt_time(eta)}")
             t_log, tokens_log = time.time(), 0

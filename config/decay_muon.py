@@ -14,7 +14,7 @@ load_optimizer = False
 
 model_preset = "xmodel-2.5"
 
-data = {  # RECIPE §5, decay mix (weights in percent)
+data = {  # RECIPE §5, decay mix (percent as published; they sum to 100.01, the reader normalises)
     "data/sft-mixed": 66.87,
     "data/ultrafineweb-en": 18.73,
     "data/ultrafineweb-zh": 3.72,

@@ -16,16 +16,16 @@ data = {"data/default": 1.0}
 seq_len = 256
 max_seq_len = 256
 
-global_batch = 8  # 8 x 256 = 2,048 tokens per step
-micro_batch = 8  # one micro-batch per step: the fastest on a CPU
+global_batch = 16  # 16 x 256 = 4,096 tokens per step
+micro_batch = 16  # one micro-batch per step: the fastest on a CPU
 
 start_step = 0
-max_steps = 150
+max_steps = 200
 learning_rate = 1e-2  # µP base LR of the stable phases (RECIPE §3); width_mult 1 here
-warmup_steps = 15
+warmup_steps = 20
 warmup_init_lr = 0.0
-decay_start_step = 110  # the last ~25% decays linearly, as the recipe's decay phase does
-decay_steps = 40
+decay_start_step = 150  # the last 25% decays linearly, as the recipe's decay phase does
+decay_steps = 50
 min_lr = 1e-3
 
 log_interval = 10

@@ -140,7 +140,7 @@ def test_phase_configs_chain_in_global_steps():
     a, b = vars(cfg["decay_muon"]), vars(cfg["decay_adamw"])
     assert {k for k in a if a[k] != b[k]} == {"muon_switch_step", "out_dir", "phase_name"}
     assert abs(sum(cfg["stable_s1"].data.values()) - 100) < 1e-6
-    assert abs(sum(cfg["decay_muon"].data.values()) - 100) < 1e-6
+    assert abs(sum(cfg["decay_muon"].data.values()) - 100) < 0.02  # 100.01 as published (rounding)
 
 
 def test_resolved_config_json_is_itself_a_config(tmp_path):

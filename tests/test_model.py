@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import ModelConfig, Xmodel, chunked_cross_entropy, model_config
+from model import ModelConfig, Xmodel, model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +86,27 @@ def test_rope_cache_grows_for_sequences_longer_than_max_seq_len():
     with torch.no_grad():
         torch.testing.assert_close(short(x), long_(x))
     assert short.rope_cos.shape[0] >= 40
+
+
+def test_model_built_on_meta_is_complete_after_to_empty_and_reset_parameters():
+    with torch.device("meta"):
+        meta = Xmodel(model_config("tiny"))
+    meta.to_empty(device="cpu")  # parameters and RoPE tables are now uninitialised memory
+    meta.reset_parameters()
+    assert torch.equal(meta.norm.weight, torch.ones(64))
+    assert abs(meta.embed.weight.std().item() / 0.1 - 1) < 0.05
+    ref = tiny()
+    meta.load_state_dict(ref.state_dict())  # same weights: equal outputs iff RoPE was rebuilt
+    x = tokens(1, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(meta(x), ref(x))
+
+
+def test_rope_tables_stay_fp32_in_a_bf16_model():
+    model = tiny().to(torch.bfloat16)
+    with torch.no_grad():
+        logits = model(tokens(1, 12))
+    assert model.rope_cos.dtype == torch.float32 and torch.isfinite(logits).all()
 
 
 def test_init_follows_recipe_stds():

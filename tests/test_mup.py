@@ -67,7 +67,9 @@ def test_param_role_sees_through_wrapper_prefixes():
 # Coordinate check, calibrated on real runs (Shakespeare bytes, 2 layers, 6 steps of AdamW at
 # base LR 3e-3, widths 64..512 = 8x). Measured max/min across width at the last step —
 # µP: embedding 1.02, attn_out 1.63, mlp_out 1.58, logits 1.29;
-# SP: embedding 1.14, attn_out 34, mlp_out 242, logits 4.0.
+# SP: embedding 1.14, attn_out 34, mlp_out 242, logits 4.0. Breaking µP fails the bound:
+# hidden LR not divided by width_mult -> attn_out 7.3, mlp_out 8.5; no 1/width_mult on the
+# logits -> logits 3.1.
 MUP_BOUND = 2.0      # µP: every layer type within 2x across an 8x width range
 SP_MIN_GROWTH = 8.0  # SP: the hidden branch outputs grow by far more
 
