@@ -268,7 +268,7 @@ class Xmodel(nn.Module):
             block.mlp_norm.weight.fill_(1.0)
         self.norm.weight.fill_(1.0)
 
-    def forward(self, idx, targets=None, loss_mask=None, kv_cache=None):
+    def forward(self, idx, targets=None, loss_mask=None, kv_cache=None, last_only=False):
         B, T = idx.shape
         start = kv_cache.pos if kv_cache is not None else 0
         # Grow the RoPE tables for a longer sequence than ever seen; rebuild them in fp32 if
@@ -284,6 +284,8 @@ class Xmodel(nn.Module):
         if kv_cache is not None:
             kv_cache.pos += T
         if targets is None:
+            if last_only:  # sampling needs one row of [T, V] logits, not all of them
+                h = h[:, -1:]
             # µP: logits × output_scale / width_mult (RECIPE §1). Tied: the output layer is embed.
             return F.linear(h, self.embed.weight).float() * self.mult["output_mult"]
         assert kv_cache is None, "the loss is for training/eval on whole sequences"

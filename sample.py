@@ -94,7 +94,7 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
     pad = torch.full((B, 1), eos_id if eos_id is not None else 0, dtype=idx.dtype, device=idx.device)
     cache = model.new_kv_cache(B, T + max_new_tokens, device=idx.device) if use_cache else None
-    logits = model(idx, kv_cache=cache)[:, -1, :]
+    logits = model(idx, kv_cache=cache, last_only=True)[:, -1, :]
     for i in range(max_new_tokens):
         next_id = sample_next(logits, temperature, top_k, top_p, generator)
         next_id = torch.where(finished[:, None], pad, next_id)
@@ -108,9 +108,9 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
         if bool(finished.all()) or i == max_new_tokens - 1:
             break
         if use_cache:
-            logits = model(next_id, kv_cache=cache)[:, -1, :]
+            logits = model(next_id, kv_cache=cache, last_only=True)[:, -1, :]
         else:
-            logits = model(idx)[:, -1, :]
+            logits = model(idx, last_only=True)[:, -1, :]
     return idx
 
 

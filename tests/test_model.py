@@ -79,6 +79,14 @@ def test_kv_cache_decoding_equals_the_full_forward():
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_last_only_logits_equal_the_last_row_of_the_full_logits():
+    model, idx = tiny().eval(), tokens(2, 12)
+    with torch.no_grad():
+        full, last = model(idx), model(idx, last_only=True)
+    assert last.shape == (2, 1, 512)
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)  # other GEMM shape: rounding
+
+
 def test_rope_cache_grows_for_sequences_longer_than_max_seq_len():
     short, long_ = tiny(max_seq_len=8), tiny(max_seq_len=64)
     long_.load_state_dict(short.state_dict())
