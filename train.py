@@ -787,7 +787,8 @@ def write_report(cfg, summary):
              ("wall time", _fmt_time(summary["seconds"])),
              ("skipped (non-finite) updates", str(summary["skipped"])),
              ("model", f"{summary['params']:,} parameters ({cfg.model_preset})"),
-             ("world size / parallel", f"{summary['world_size']} / {cfg.parallel}"),
+             ("world size / parallel", f"{summary['world_size']} / "
+                                       f"{cfg.parallel if summary['world_size'] > 1 else 'single process'}"),
              ("device", summary["device"])]
     lines = [f"# Run report: {cfg.run_name or os.path.basename(os.path.abspath(cfg.out_dir))}", "",
              "| metric | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows), ""]

@@ -3,7 +3,8 @@
 # width 256 = the µP base width, 4 layers, 4 heads / 1 KV head, FFN 640), with the
 # vocabulary cut to the default BPE's 8,192. A miniature of the recipe's WSD schedule
 # (RECIPE §3): linear warmup, constant stable LR at the µP base LR 1e-2, linear decay.
-# About 4-5 minutes on 2 CPU cores; the loss falls from ~9 to ~5.
+# Measured on 2 CPU cores: 4m19s (~4,000 tokens/s), train loss 10.2 (mean of steps 1-10) -> 5.5 at
+# step 200, val loss 6.41 (step 50) -> 5.19 (step 200); ln(8192) = 9.0 is chance.
 #     python prepare.py && python train.py config/quickstart.py
 out_dir = "out/quickstart"
 phase_name = "quickstart"
