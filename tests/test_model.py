@@ -187,7 +187,7 @@ def test_loss_mask_trains_only_on_masked_in_positions():
 
 
 MEMORY_PROBE = textwrap.dedent("""
-    import resource, sys, torch, torch.nn.functional as F
+    import sys, torch, torch.nn.functional as F
     sys.path.insert(0, {root!r})
     from model import chunked_cross_entropy
     torch.set_num_threads(1)
@@ -204,14 +204,18 @@ MEMORY_PROBE = textwrap.dedent("""
     # warm-up on small shapes first: the first backward pages in library code (tens of MiB)
     for mode in ("plain", "chunked"):
         run(mode, h[:8].detach().requires_grad_(), w[:64].detach().requires_grad_(), t[:8] % 64)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    def high_water_mib():  # VmHWM: this address space's peak RSS. (ru_maxrss would not do:
+        # Linux carries it across exec, so a child of a big pytest process starts at its peak.)
+        line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    before = high_water_mib()
     run(sys.argv[1], h, w, t)
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)  # MiB
+    print(high_water_mib() - before)
 """)
 
 
 def test_chunked_loss_peak_memory_is_far_below_the_full_logits():
-    # Peak resident memory (the kernel's high-water mark, ru_maxrss) of a fresh process that
+    # Peak resident memory (the kernel's high-water mark, VmHWM) of a fresh process that
     # computes one loss + backward, so other tests cannot pollute it.
     code = MEMORY_PROBE.format(root=str(ROOT))
     procs = {m: subprocess.Popen([sys.executable, "-c", code, m], stdout=subprocess.PIPE, text=True)
