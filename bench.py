@@ -42,7 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=4, help="untimed steps first (compile, autotune)")
     p.add_argument("--variants", default="ours,hf", help="comma list of " + ",".join(VARIANTS))
     p.add_argument("--parallel", default="none", choices=["none", "ddp", "fsdp"])
-    p.add_argument("--activation-checkpointing", action="store_true")
+    p.add_argument("--activation-checkpointing", type=int, default=0,
+                   help="recompute every N-th block in backward (0: none, 1: all)")
     p.add_argument("--loss-chunk-rows", type=int, default=None,
                    help="rows per cross-entropy chunk (ours); default: model.py's")
     p.add_argument("--json", default=None, help="also write the table here")
@@ -77,7 +78,7 @@ def build_ours(preset, fp8, act_ckpt, loss_chunk_rows):
         print("fp8:", convert_to_fp8(model, backend="native"), flush=True)
     if act_ckpt:
         from train import apply_activation_checkpointing
-        apply_activation_checkpointing(model)
+        apply_activation_checkpointing(model, every=act_ckpt)
 
     def loss_fn(m, x, y):
         return m(x, y)

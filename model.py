@@ -165,8 +165,11 @@ class Block(nn.Module):
 
 
 # Rows of hidden states per cross-entropy chunk: each chunk's fp32 logits hold about
-# LOSS_CHUNK_ELEMENTS numbers (2^25 = 128 MiB; 259 rows of the 129,280 vocabulary).
-LOSS_CHUNK_ELEMENTS = 2 ** 25
+# LOSS_CHUNK_ELEMENTS numbers (2^29 = 2 GiB: 4,152 rows of the 129,280 vocabulary, so a
+# 16K-token micro-batch takes 4 chunks). Smaller chunks save memory but cost time: every
+# chunk adds one read-modify-write of the fp32 [V, d] weight gradient (794 MB at full
+# size). The H100 figures in docs/PERFORMANCE.md were taken with 4,096-row chunks.
+LOSS_CHUNK_ELEMENTS = 2 ** 29
 
 
 def _ce_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, need_grads):

@@ -110,7 +110,9 @@ class Config:
     fp8_emulate: bool = False  # tests only: run the native FP8 path emulated on a CPU
     parallel: str = "ddp"  # under torchrun: 'ddp' | 'fsdp' (FSDP2 fully_shard per block)
     compile: Union[bool, str] = "auto"  # torch.compile: 'auto' = on for CUDA, off on CPU
-    activation_checkpointing: bool = False  # recompute blocks in backward (16K context)
+    activation_checkpointing: Union[bool, int] = False  # recompute blocks in backward:
+    #   True = every block (16K context); N = every N-th block only, a selective trade of
+    #   ~1 GiB of activations per block (full model, 16K tokens) for ~1/3 of its compute
     # ---- logging, evaluation, checkpoints ----------------------------------------------
     log_interval: int = 5  # steps between log lines (the only host syncs besides the skip test)
     eval_interval: int = 30  # steps between validation passes; 0 = only at the end
@@ -338,6 +340,9 @@ def validate(cfg: Config, world_size: int = 1):
         need(key not in cfg.model_overrides, f"model_overrides[{key!r}]: set the top-level key "
              f"{key!r} instead")
     need(cfg.grad_clip >= 0, f"grad_clip must be >= 0, got {cfg.grad_clip}")
+    need(isinstance(cfg.activation_checkpointing, bool) or cfg.activation_checkpointing >= 1,
+         f"activation_checkpointing must be True/False or N >= 1 (every N-th block), "
+         f"got {cfg.activation_checkpointing}")
     need(cfg.spike_factor > 0, f"spike_factor must be > 0, got {cfg.spike_factor}")
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
@@ -418,15 +423,17 @@ def load_model_weights(model, state_dict, source):
     model.load_state_dict(state_dict)
 
 
-def apply_activation_checkpointing(model):
-    """Recompute each block in backward. Wrapping `forward` (not the module) keeps the
-    parameter names, so checkpoints and mup routing are unchanged."""
+def apply_activation_checkpointing(model, every=1):
+    """Recompute every `every`-th block in backward (every=1: all of them). Wrapping
+    `forward` (not the module) keeps the parameter names, so checkpoints and mup routing
+    are unchanged."""
     from torch.utils.checkpoint import checkpoint
 
     def checkpointed(forward, *args, **kwargs):
         return checkpoint(forward, *args, use_reentrant=False, **kwargs)
-    for block in model.blocks:
-        block.forward = functools.partial(checkpointed, block.forward)
+    for i, block in enumerate(model.blocks):
+        if i % every == 0:
+            block.forward = functools.partial(checkpointed, block.forward)
 
 
 def apply_fsdp(model, device):
@@ -895,7 +902,8 @@ def train(cfg: Config):
         stack.enter_context(fp8.fp8_autocast_context(fp8_report))
         return stack
     if cfg.activation_checkpointing:
-        apply_activation_checkpointing(raw_model)
+        every = 1 if cfg.activation_checkpointing is True else cfg.activation_checkpointing
+        apply_activation_checkpointing(raw_model, every)
     use_compile = cfg.compile is True or (cfg.compile == "auto" and cuda)
     model = raw_model
     if fsdp:

@@ -164,10 +164,18 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(dataset, tmp_path)
     assert val_a == val_b
 
 
-def test_activation_checkpointing_gives_the_same_losses(dataset, tmp_path):
+@pytest.mark.parametrize("setting", [True, 2])  # every block; selective: every 2nd block
+def test_activation_checkpointing_gives_the_same_losses(dataset, tmp_path, setting):
     run_inprocess(tiny_args(dataset, tmp_path / "plain", max_steps=4))
-    run_inprocess(tiny_args(dataset, tmp_path / "ac", max_steps=4, activation_checkpointing=True))
+    run_inprocess(tiny_args(dataset, tmp_path / "ac", max_steps=4, activation_checkpointing=setting))
     assert losses(tmp_path / "plain") == losses(tmp_path / "ac")
+
+
+def test_selective_activation_checkpointing_wraps_every_nth_block():
+    model = train.model_lib.Xmodel(train.model_lib.model_config("tiny", n_layer=6))
+    train.apply_activation_checkpointing(model, every=3)
+    wrapped = [i for i, b in enumerate(model.blocks) if "forward" in vars(b)]
+    assert wrapped == [0, 3]
 
 
 def test_existing_run_is_not_overwritten_without_resume(dataset, tmp_path):
