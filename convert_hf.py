@@ -8,7 +8,8 @@ model.safetensors, tokenizer.json + tokenizer_config.json (when the checkpoint h
 tokenizers-library tokenizer), generation_config.json. Xmodel is a Llama up to its µP
 multipliers (RECIPE §1), which are folded into the weights so plain Llama code computes the
 same function:
-    embed_tokens = E · input_scale         lm_head = E · output_mult (untied: the two differ)
+    embed_tokens = E · input_scale         lm_head = E · output_mult (untied in HF when the two
+                                           differ; an untied model writes its lm_head · output_mult)
     o_proj, down_proj × residual_mult      q_proj × attn_scale·sqrt(head_dim)
 The last one moves µP's 1/head_dim softmax scale into q, since HF Llama scales by
 1/sqrt(head_dim); RoPE is a rotation, linear in q, so scaling q before it is exact.
@@ -17,16 +18,17 @@ uses the rotate-half RoPE layout, as HF Llama does, so q/k rows need no permutat
 
 Import maps a Llama-architecture checkpoint (safetensors + config.json) onto model.py with
 standard parameterization (mup=False: multipliers 1, 1, 1 and 1/sqrt(head_dim)), so existing
-models can be scored with eval_reasoning.py and fine-tuned. model.py ties the output layer to
-the embedding, so a Llama whose lm_head differs from its embedding cannot be imported, with
-one exception: a directory this file exported carries its original ModelConfig in config.json
-("xmodel_config"); import unfolds the multipliers and returns the original model.
+models can be scored with eval_reasoning.py and fine-tuned. A Llama whose transformers model
+has its own lm_head (tie_word_embeddings false and lm_head.weight stored) imports with
+tie_embeddings=False; one that ties imports tied, the recipe's layout. A directory this file
+exported carries its original ModelConfig in config.json ("xmodel_config"); import unfolds the
+multipliers and returns the original model (untied only if its lm_head was changed since).
 """
 import argparse
 import json
 import math
 import shutil
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
@@ -64,11 +66,13 @@ def export_hf(checkpoint, out_dir, dtype=torch.float32):
     sd = {k: v.detach().double() for k, v in model.state_dict().items()}  # fold in fp64, round once
     f = _folds(cfg)
     hd = cfg.head_dim
-    tied = f["embed"] == f["lm_head"]
+    # HF ties only when lm_head would equal embed_tokens: a tied model with equal folds (SP)
+    tied = cfg.tie_embeddings and f["embed"] == f["lm_head"]
     t = {"model.embed_tokens.weight": sd["embed.weight"] * f["embed"],
          "model.norm.weight": sd["norm.weight"]}
     if not tied:
-        t["lm_head.weight"] = sd["embed.weight"] * f["lm_head"]
+        head = sd["embed.weight"] if cfg.tie_embeddings else sd["lm_head.weight"]
+        t["lm_head.weight"] = head * f["lm_head"]
     for i in range(cfg.n_layer):
         b, n = f"blocks.{i}.", _hf_names(i)
         q, k, v = sd[b + "attn.qkv.weight"].split([cfg.n_head * hd, cfg.n_kv_head * hd, cfg.n_kv_head * hd])
@@ -170,12 +174,18 @@ def import_hf(hf_dir) -> Xmodel:
     f = _folds(cfg)  # all 1 for SP (mup=False)
     t = {k: v.double() for k, v in _load_safetensors(hf_dir).items()}
     embed = t["model.embed_tokens.weight"] / f["embed"]
-    if "lm_head.weight" in t and not torch.allclose(t["lm_head.weight"] / f["lm_head"], embed,
-                                                    rtol=1e-5, atol=1e-6):
-        raise NotImplementedError(
-            "this checkpoint has an untied lm_head; model.py ties the output layer to the "
-            "embedding (RECIPE §1), so it cannot represent it")
     sd = {"embed.weight": embed, "norm.weight": t["model.norm.weight"]}
+    # transformers uses a stored lm_head unless tie_word_embeddings (LlamaConfig default: False)
+    head = None if c.get("tie_word_embeddings", False) else t.get("lm_head.weight")
+    if head is not None:
+        head = head / f["lm_head"]
+        # Our tied µP export stores lm_head = E · output_mult: tied again unless it was changed.
+        if not cfg.tie_embeddings or "xmodel_config" not in c or not torch.allclose(
+                head, embed, rtol=1e-5, atol=1e-6):
+            cfg = replace(cfg, tie_embeddings=False)
+            sd["lm_head.weight"] = head
+    elif not cfg.tie_embeddings:
+        raise ValueError(f"{hf_dir}: the config is untied but there is no lm_head.weight to read")
     for i in range(cfg.n_layer):
         b, n = f"blocks.{i}.", _hf_names(i)
         sd[b + "attn.qkv.weight"] = torch.cat([t[n["q"]] / f["q"], t[n["k"]], t[n["v"]]])

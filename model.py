@@ -1,9 +1,9 @@
 """Xmodel-2.5: a decoder-only transformer with µP, as RECIPE §1 specifies.
 
 Pre-RMSNorm blocks, grouped-query attention through scaled_dot_product_attention, RoPE,
-SwiGLU, tied input/output embeddings, no biases, no dropout. The µP multipliers and init
-stds come from mup.py. A plain nn.Module: FSDP, torch.compile and FP8 are applied from
-outside (train.py, fp8.py).
+SwiGLU, tied input/output embeddings (untied as an option, for imported Llamas), no biases,
+no dropout. The µP multipliers and init stds come from mup.py. A plain nn.Module: FSDP,
+torch.compile and FP8 are applied from outside (train.py, fp8.py).
 """
 import os
 from dataclasses import dataclass, fields
@@ -32,6 +32,9 @@ class ModelConfig:
     output_scale: float = 1.0
     residual_scale: float = 1.4
     init_std: float = 0.1
+    # RECIPE §1 ties the output layer to the input embedding. False adds a separate lm_head
+    # (many public Llama-architecture checkpoints have one; convert_hf.import_hf sets it).
+    tie_embeddings: bool = True
 
     @property
     def head_dim(self):
@@ -244,6 +247,8 @@ class Xmodel(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList([Block(config, self.mult) for _ in range(config.n_layer)])
         self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = (None if config.tie_embeddings else
+                        nn.Linear(config.d_model, config.vocab_size, bias=False))
         self.loss_chunk_rows = None  # None: LOSS_CHUNK_ELEMENTS // vocab_size rows per chunk
         # Non-persistent: derived from the config, so never stored in checkpoints.
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
@@ -263,6 +268,12 @@ class Xmodel(nn.Module):
         cfg = self.config
         self._build_rope(max(cfg.max_seq_len, self.rope_cos.shape[0]), self.embed.weight.device)
         nn.init.normal_(self.embed.weight, std=mup.init_std(cfg, "embedding"))
+        if self.lm_head is not None:
+            # The embedding's std (0.1; SP 0.02), width-independent: with logits x 1/width_mult
+            # the readout is vector-like (microsoft/mup's MuReadout), so this is µP-valid and
+            # the logits at init have the tied model's scale. (mup's readout_zero_init = 0 is
+            # the other µP choice; it would zero every other gradient at step 0.)
+            nn.init.normal_(self.lm_head.weight, std=mup.init_std(cfg, "embedding"))
         for block in self.blocks:
             for role, lin in (("qkv", block.attn.qkv), ("out", block.attn.out),
                               ("gate_up", block.mlp.gate_up), ("down", block.mlp.down)):
@@ -270,6 +281,11 @@ class Xmodel(nn.Module):
             block.attn_norm.weight.fill_(1.0)
             block.mlp_norm.weight.fill_(1.0)
         self.norm.weight.fill_(1.0)
+
+    @property
+    def output_weight(self):
+        """[V, d]: the output layer's weight, the embedding itself when tied."""
+        return self.embed.weight if self.lm_head is None else self.lm_head.weight
 
     def forward(self, idx, targets=None, loss_mask=None, kv_cache=None, last_only=False):
         B, T = idx.shape
@@ -289,10 +305,10 @@ class Xmodel(nn.Module):
         if targets is None:
             if last_only:  # sampling needs one row of [T, V] logits, not all of them
                 h = h[:, -1:]
-            # µP: logits × output_scale / width_mult (RECIPE §1). Tied: the output layer is embed.
-            return F.linear(h, self.embed.weight).float() * self.mult["output_mult"]
+            # µP: logits × output_scale / width_mult (RECIPE §1).
+            return F.linear(h, self.output_weight).float() * self.mult["output_mult"]
         assert kv_cache is None, "the loss is for training/eval on whole sequences"
-        return chunked_cross_entropy(h, self.embed.weight, targets, loss_mask,
+        return chunked_cross_entropy(h, self.output_weight, targets, loss_mask,
                                      self.mult["output_mult"], self.loss_chunk_rows)
 
     def new_kv_cache(self, batch_size, max_len, device=None, dtype=None) -> KVCache:
@@ -301,17 +317,21 @@ class Xmodel(nn.Module):
                        self.config.head_dim, device or p.device, dtype or p.dtype)
 
     def num_params(self, exclude_embeddings=False) -> int:
+        """exclude_embeddings drops the input embedding only; an untied lm_head stays counted
+        (it is a [d × V] matmul per token, like any hidden matrix)."""
         n = sum(p.numel() for p in self.parameters())  # the tied weight is listed once
         return n - self.embed.weight.numel() if exclude_embeddings else n
 
     def flops_per_token(self, seq_len) -> float:
         """Training FLOPs per token, PaLM (arXiv 2204.02311, App. B) / nanoGPT style:
-        6N with N = every parameter, the tied embedding included once because it does a
-        [d × V] matmul as the output layer (the input lookup costs nothing; norm weights
-        are counted, a negligible 0.007%), plus 12·n_layer·n_head·head_dim·seq_len for
-        QKᵀ and AV, counted over the full T×T square (no discount for the causal mask)."""
+        6N with N = every parameter that does a matmul: the tied embedding included once
+        because it is the [d × V] output layer; untied, lm_head counted and the input
+        embedding not (a lookup costs nothing). Norm weights are counted (a negligible
+        0.007%). Plus 12·n_layer·n_head·head_dim·seq_len for QKᵀ and AV, counted over the
+        full T×T square (no discount for the causal mask)."""
         cfg = self.config
-        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * seq_len
+        n = self.num_params(exclude_embeddings=not cfg.tie_embeddings)
+        return 6 * n + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * seq_len
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> "Xmodel":

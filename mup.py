@@ -71,8 +71,17 @@ def init_std(cfg, role) -> float:
 
 
 def param_role(name, param) -> str:
-    """'embedding' | 'matrix' | 'norm'. Robust to wrapper prefixes (_orig_mod., module.)."""
-    if name.split(".")[-2:] == ["embed", "weight"]:
+    """'embedding' | 'matrix' | 'norm'. Robust to wrapper prefixes (_orig_mod., module.).
+
+    An untied output layer (lm_head) joins the 'embedding' role: base LR, weight decay as
+    every 2-D weight, AdamW under Muon. Under µP it is "vector-like" (one dimension grows
+    with width, the other is the vocabulary), like the embedding. The lr/width_mult readout
+    rule of Tensor Programs V (arXiv 2203.03466) belongs to the formulation WITHOUT a logit
+    multiplier; with logits x 1/width_mult in the forward pass, as here (RECIPE §1, MiniCPM),
+    the readout's Adam LR is width-independent: microsoft/mup's MuReadout divides the logits
+    by width_mult and its MuAdam leaves the readout (vector-like) at the base LR.
+    """
+    if name.split(".")[-2:] in (["embed", "weight"], ["lm_head", "weight"]):
         return "embedding"
     if param.ndim < 2:
         return "norm"  # the only 1-D parameters are RMSNorm weights (no biases, RECIPE §1)
@@ -82,7 +91,8 @@ def param_role(name, param) -> str:
 def param_groups(model, weight_decay) -> list:
     """AdamW/Muon parameter groups; train.py sets group['lr'] = schedule_lr * group['lr_mult'].
 
-    RECIPE §1: the tied embedding alone gets the base ("decoupled") LR; hidden matrices AND
+    RECIPE §1: the tied embedding alone gets the base ("decoupled") LR (untied: with lm_head,
+    see param_role); hidden matrices AND
     RMSNorm weights get base / width_mult; weight decay on every 2-D weight including the
     embedding, none on norms (`--no-decay-norm-bias`). SP: one LR for all.
     """

@@ -41,6 +41,17 @@ def test_full_preset_has_exactly_the_recipe_parameter_count_and_names():
     assert "rope_cos" not in model.state_dict()  # derived, never checkpointed
 
 
+def test_untied_full_preset_adds_one_output_layer_and_counts_it_as_compute():
+    with torch.device("meta"):
+        model = Xmodel(model_config("xmodel-2.5", tie_embeddings=False))
+    head = 129_280 * 1536
+    assert model.lm_head.weight.shape == (129_280, 1536)
+    assert model.num_params() == 1_350_059_520 + head
+    assert model.num_params(exclude_embeddings=True) == 1_350_059_520  # lm_head stays in
+    # N counts the output matmul once, tied or not; the input lookup never
+    assert model.flops_per_token(3712) == 6 * 1_350_059_520 + 12 * 48 * 1536 * 3712
+
+
 def test_proxy_preset_is_the_hpo_proxy_at_base_width():
     cfg = model_config("proxy")
     assert (cfg.d_model, cfg.n_layer, cfg.n_head, cfg.n_kv_head, cfg.d_ffn) == (256, 4, 4, 1, 640)
@@ -77,6 +88,53 @@ def test_kv_cache_decoding_equals_the_full_forward():
             parts.append(model(x[:, t:t + 1], kv_cache=cache))
     assert cache.pos == 30
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_untied_kv_cache_and_last_only_equal_the_full_forward():
+    model = tiny(tie_embeddings=False).eval()
+    assert "lm_head.weight" in model.state_dict()
+    x = tokens(2, 20)
+    with torch.no_grad():
+        full = model(x)
+        cache = model.new_kv_cache(2, 20)
+        parts = [model(x[:, :7], kv_cache=cache)] + [model(x[:, t:t + 1], kv_cache=cache)
+                                                     for t in range(7, 20)]
+        torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(x, last_only=True), full[:, -1:], atol=1e-5, rtol=1e-5)
+        # the logits come from lm_head, not the embedding
+        model.embed.weight.copy_(torch.randn_like(model.embed.weight) * 0.1)
+        model.lm_head.weight.zero_()
+        assert torch.count_nonzero(model(x)) == 0
+
+
+def test_untied_model_trains_lm_head_and_embedding_separately():
+    model = tiny(tie_embeddings=False)
+    assert model.lm_head.weight is not model.embed.weight
+    assert abs(model.lm_head.weight.std().item() / 0.1 - 1) < 0.05  # the embedding's std
+    x, y = tokens(4, 16), tokens(4, 16, seed=2)
+    model.loss_chunk_rows = 7
+    loss = model(x, y)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    head, emb = grads["lm_head.weight"], grads["embed.weight"]
+    assert torch.count_nonzero(head) > 0 and torch.count_nonzero(emb) > 0
+    # the embedding's gradient only reaches the rows of tokens in x; lm_head's reaches all
+    unseen = torch.ones(512, dtype=torch.bool)
+    unseen[x.unique()] = False
+    assert torch.count_nonzero(emb[unseen]) == 0 and torch.count_nonzero(head[unseen]) > 0
+    model.zero_grad()
+    plain_loss(model, x, y).backward()  # the chunked path equals plain cross-entropy here too
+    torch.testing.assert_close(model.lm_head.weight.grad, head, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(model.embed.weight.grad, emb, atol=1e-6, rtol=1e-5)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        loss = model(x, y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
 
 
 def test_last_only_logits_equal_the_last_row_of_the_full_logits():

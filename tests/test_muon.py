@@ -159,6 +159,17 @@ def test_routing_keeps_embedding_and_norms_on_adamw():
         split_groups_for_muon([{"params": [qkv], "role": "other"}])
 
 
+def test_routing_keeps_an_untied_lm_head_on_adamw():
+    import mup
+    from model import Xmodel, model_config
+    model = Xmodel(model_config("tiny", tie_embeddings=False))
+    adamw, muon_groups = split_groups_for_muon(mup.param_groups(model, weight_decay=0.1))
+    on_adamw = [n for g in adamw for n in g["names"]]
+    assert "lm_head.weight" in on_adamw and "embed.weight" in on_adamw
+    assert not any("lm_head" in n or "embed" in n for g in muon_groups for n in g["names"])
+    assert not muon.is_muon_param("lm_head.weight", model.lm_head.weight)
+
+
 def test_split_fused_ablation_equals_separate_matrices():
     cfg = SimpleNamespace(n_head=4, n_kv_head=2, d_model=32, d_ffn=40)  # head_dim 8
     fused = _params([(64, 32), (80, 32)])  # qkv: 32+16+16 rows; gate_up: 40+40 rows

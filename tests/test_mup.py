@@ -57,6 +57,18 @@ def test_param_groups_carry_recipe_lr_multipliers_and_weight_decay():
     assert all(g["lr_mult"] == 1.0 for g in mup.param_groups(sp, 0.1))
 
 
+def test_untied_lm_head_gets_the_embedding_lr_and_weight_decay():
+    with torch.device("meta"):
+        model = Xmodel(model_config("xmodel-2.5", tie_embeddings=False))
+    groups = {g["role"]: g for g in mup.param_groups(model, weight_decay=0.1)}
+    # µP readout with logits x 1/width_mult: vector-like, base LR (see mup.param_role)
+    assert groups["embedding"]["names"] == ["embed.weight", "lm_head.weight"]
+    assert (groups["embedding"]["lr_mult"], groups["embedding"]["weight_decay"]) == (1.0, 0.1)
+    listed = [p for g in groups.values() for p in g["params"]]
+    assert len({id(p) for p in listed}) == len(listed) == len(list(model.parameters()))
+    assert mup.param_role("_orig_mod.lm_head.weight", torch.empty(4, 4)) == "embedding"
+
+
 def test_param_role_sees_through_wrapper_prefixes():
     w2, w1 = torch.empty(4, 4), torch.empty(4)
     assert mup.param_role("_orig_mod.embed.weight", w2) == "embedding"

@@ -223,8 +223,38 @@ def test_import_of_a_transformers_llama_matches_its_logits(tmp_path):
     assert diff < 1e-4
 
 
-def test_import_refuses_an_untied_llama(tmp_path):
-    from convert_hf import import_hf
-    _, path = _random_llama(tmp_path, tied=False)
-    with pytest.raises(NotImplementedError, match="untied"):
-        import_hf(path)
+def test_import_of_an_untied_transformers_llama_matches_its_logits(tmp_path):
+    from convert_hf import import_hf, save_checkpoint
+    hf, path = _random_llama(tmp_path, tied=False)
+    model = import_hf(path)
+    assert model.config.tie_embeddings is False
+    assert torch.equal(model.lm_head.weight, hf.lm_head.weight)
+    assert not torch.equal(model.lm_head.weight, model.embed.weight)
+    idx = torch.randint(0, 300, (2, 50))
+    with torch.no_grad():
+        hf_logits = hf(idx).logits
+        assert (model(idx) - hf_logits).abs().max().item() < 1e-4
+        reloaded = Xmodel.from_checkpoint(save_checkpoint(model, tmp_path / "imported")).eval()
+        assert (reloaded(idx) - hf_logits).abs().max().item() < 1e-4
+
+
+def test_untied_export_matches_transformers_and_imports_back(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from convert_hf import export_hf, import_hf
+    from safetensors.torch import load_file
+    # µP with non-trivial multipliers: lm_head must be written times output_mult
+    model = tiny_model(input_scale=3.0, output_scale=2.0, tie_embeddings=False)
+    run = write_checkpoint(tmp_path, model, make_tokenizer(tmp_path / "tok.json"))
+    out = export_hf(run, tmp_path / "hf")
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is False
+    mult = model.mult["output_mult"]
+    torch.testing.assert_close(load_file(out / "model.safetensors")["lm_head.weight"],
+                               model.lm_head.weight * mult)
+    hf = transformers.LlamaForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    idx = torch.randint(0, model.config.vocab_size, (2, 40))
+    with torch.no_grad():
+        assert (model(idx) - hf(idx).logits).abs().max().item() < 1e-4
+    back = import_hf(out)
+    assert back.config == model.config
+    for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7), name
