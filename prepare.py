@@ -640,7 +640,9 @@ def encode_stream(tok, batches, workers=0):
     writing overlap encoding; workers=N: a process pool of N (measured: see DEFAULT_WORKERS)."""
     if workers:
         import multiprocessing as mp
-        ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+        # spawn, not fork: the caller may already run threads (the tokenizer's Rust pool,
+        # pytest's), and a forked child can inherit a lock held by one of them and hang.
+        ctx = mp.get_context("spawn")
         with ctx.Pool(workers, _pool_init, (tok.kind, tok.name, tok.definition, tok.eos_id)) as pool:
             yield from pool.imap(_pool_encode, batches)
         return
@@ -927,6 +929,16 @@ class Mixture:
             window[b] = self.shards[s][k][o:o + T + 1]
             if mask is not None and self.masks[s][k] is not None:
                 mask[b] = self.masks[s][k][o + 1:o + T + 1]
+        # A shard corrupted in place keeps its size, so the open-time check passes; an id past
+        # the vocabulary would then index outside the embedding (an IndexError on CPU, a
+        # device-side assert on GPU) naming nothing. Name the shard and the fix instead.
+        bad = window.max(axis=1) >= self.vocab_size
+        if bad.any():
+            b = int(np.argmax(bad))
+            raise PrepareError(f"shard {self.shards[source[b]][shard[b]].filename} holds token id "
+                               f"{window[b].max()} >= vocab_size {self.vocab_size} (at offset {offset[b]}): "
+                               f"it is corrupt. Check with `python prepare.py --verify "
+                               f"{self.paths[source[b]]}` and re-run prepare.py for it")
         x = torch.from_numpy(np.ascontiguousarray(window[:, :-1]))
         y = torch.from_numpy(np.ascontiguousarray(window[:, 1:]))
         return x, y, (torch.from_numpy(mask) if mask is not None else None), torch.from_numpy(source)
