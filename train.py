@@ -843,16 +843,23 @@ def train(cfg: Config):
     non-finite steps restarts from its last checkpoint through the ordinary, exact resume path
     (not a second reload path to keep in sync with it). That cures a transient fault; a NaN
     that the weights and data reproduce comes back, and the run stops once reloads run out."""
-    for reloads in range(cfg.nonfinite_reloads + 1):
-        try:
-            return _train_once(cfg)
-        except NonFiniteError as e:
-            if reloads == cfg.nonfinite_reloads or not os.path.exists(
-                    os.path.join(cfg.out_dir, "ckpt", "latest")):
-                raise
-            print(f"[train] {e}\n[train] nonfinite_reloads: resuming from the last checkpoint "
-                  f"({reloads + 1} of {cfg.nonfinite_reloads})", flush=True)
-        cfg = dataclasses.replace(cfg, init_from="resume")
+    # A run that fails (bad data, disk full) must not leave its SIGTERM/SIGINT handlers behind
+    # when train() is called in-process (tests, notebooks): they would swallow signals.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for reloads in range(cfg.nonfinite_reloads + 1):
+            try:
+                return _train_once(cfg)
+            except NonFiniteError as e:
+                if reloads == cfg.nonfinite_reloads or not os.path.exists(
+                        os.path.join(cfg.out_dir, "ckpt", "latest")):
+                    raise
+                print(f"[train] {e}\n[train] nonfinite_reloads: resuming from the last checkpoint "
+                      f"({reloads + 1} of {cfg.nonfinite_reloads})", flush=True)
+            cfg = dataclasses.replace(cfg, init_from="resume")
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def _train_once(cfg: Config):

@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -350,3 +351,12 @@ def test_fp8_on_cpu_without_emulation_stops_before_any_work(dataset, tmp_path):
     with pytest.raises(fp8.FP8UnsupportedError, match=r"(?s)device is 'cpu'.*Set fp8=False"):
         run_inprocess(tiny_args(dataset, out, fp8=True))
     assert not out.exists()  # no config.json, no checkpoint: failed before the data and the model
+
+
+def test_a_failed_run_gives_the_signal_handlers_back(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    cfg = train.load_config(overrides=[f"--out_dir={tmp_path / 'run'}",
+                                       f"--data={{'{tmp_path / 'missing'}': 1.0}}"])
+    with pytest.raises(Exception, match="missing"):
+        train.train(cfg)  # fails opening the data, after its SIGTERM/SIGINT handlers went in
+    assert signal.getsignal(signal.SIGTERM) is before
