@@ -234,7 +234,9 @@ def load_config(path=None, overrides=(), world_size=None) -> Config:
         if path.endswith(".json"):
             namespace = json.loads(source)
         else:
-            namespace = {}  # a fresh namespace: nothing leaks in or out (unlike nanoGPT's exec)
+            # A fresh namespace: nothing leaks in or out (unlike nanoGPT's exec). __file__ lets
+            # a config build on another one (config/decay_adamw.py execs decay_muon.py).
+            namespace = {"__file__": os.path.abspath(path)}
             exec(compile(source, path, "exec"), namespace)
         for key, value in namespace.items():
             # Names starting with '_' are the file's own helpers; imports are not settings.
