@@ -79,6 +79,27 @@ def main():
                   + ("" if name.startswith("raw") else
                      f"  vs faster raw: median {med[name] / base_med:.0%}, best {best[name] / base_best:.0%}"))
     print(f"load average during the runs: {os.getloadavg()}")
+    reader_speed()
+
+
+# What one H100 consumes when training the full model (docs/PERFORMANCE.md, bench.py).
+GPU_TOKENS_PER_S = 42_823
+
+
+def reader_speed(batch=8, seq_len=4096, iters=200):
+    """The reader side: Mixture.get_batch over data/default, one micro-batch per call, against
+    what a GPU consumes (the speed issue's target: at least 10x)."""
+    mix = prepare.Mixture({"data/default": 1.0}, "train", seq_len=seq_len, seed=0)
+    times = []
+    for i in range(iters):
+        t = time.perf_counter()
+        mix.get_batch(step=i, rank=0, micro_step=0, batch_size=batch)
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    rate = batch * seq_len / med
+    print(f"-- reader: Mixture.get_batch({batch} x {seq_len}) median {med * 1e3:.3f} ms = "
+          f"{rate / 1e6:.1f}M tokens/s, {rate / GPU_TOKENS_PER_S:,.0f}x what one H100 consumes "
+          f"({GPU_TOKENS_PER_S:,} tokens/s, full model)")
 
 if __name__ == "__main__":
     main()
