@@ -48,15 +48,6 @@ num_fewshot: 0
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny shapes: a second OpenMP thread only adds barrier waits (see tests/test_sample.py).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """-> (run dir, model, tokenizer) for a tiny µP model with a byte-level BPE."""

