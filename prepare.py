@@ -131,7 +131,7 @@ class Tokenizer:
     def save(self, folder):
         """Write tokenizer.json (hf only) atomically into folder."""
         if self.kind == "hf":
-            _write_atomic(Path(folder) / "tokenizer.json", self.definition.encode())
+            write_atomic(Path(folder) / "tokenizer.json", self.definition.encode())
 
     def __repr__(self):
         return f"Tokenizer({self.kind}:{self.name}, vocab={self.vocab_size}, eos={self.eos_id})"
@@ -516,7 +516,8 @@ def build_default(out="data/default", **kw):
 
 # ----------------------------------------------------------------------------- writing
 
-def _fsync_dir(path):
+def fsync_dir(path):
+    """Makes a rename or a new file inside `path` durable (train.py's checkpoints use it too)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -524,7 +525,7 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def _write_atomic(path, data):
+def write_atomic(path, data):
     """temp name -> fsync -> rename: a reader sees the old file, the complete new one, or none."""
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
@@ -555,11 +556,11 @@ class ShardWriter:
         masks = np.concatenate(self.masks) if self.with_mask else None
         stem = f"{self.split}_{len(self.shards):06d}"
         chunk = np.ascontiguousarray(ids[:n])
-        _write_atomic(self.folder / f"{stem}.bin", chunk.tobytes())
+        write_atomic(self.folder / f"{stem}.bin", chunk.tobytes())
         entry = {"file": f"{stem}.bin", "tokens": int(n), "sha256": sha256_bytes(chunk.tobytes())}
         if self.with_mask:
             mchunk = np.ascontiguousarray(masks[:n])
-            _write_atomic(self.folder / f"{stem}.mask.bin", mchunk.tobytes())
+            write_atomic(self.folder / f"{stem}.mask.bin", mchunk.tobytes())
             entry.update(mask_file=f"{stem}.mask.bin", mask_sha256=sha256_bytes(mchunk.tobytes()))
         self.shards.append(entry)
         self.tokens += n
@@ -798,8 +799,8 @@ def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, va
                 "stats": {k: v for k, v in stats.items() if k != "documents_read"}, "options": options}
         if sft:
             meta["chat_template"] = "<|role|>\\n{content}\\n for prompts; <|assistant|>\\n{reply}<EOS>; mask 1 on reply+EOS"
-        _write_atomic(stage / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False).encode())
-        _fsync_dir(stage)
+        write_atomic(stage / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False).encode())
+        fsync_dir(stage)
         _swap_into_place(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -823,7 +824,7 @@ def _swap_into_place(stage, out):
         shutil.rmtree(old)
     else:
         os.rename(stage, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
 
 
 def verify_dataset(folder, full=True):

@@ -561,11 +561,7 @@ def _fsync_tree(root):
         for name in files:
             with open(os.path.join(dirpath, name), "rb") as f:
                 os.fsync(f.fileno())
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        prepare.fsync_dir(dirpath)
 
 
 def _rng_state():
@@ -655,13 +651,8 @@ def save_checkpoint(step, model, raw_model, optimizers, muon_active, cfg, d, dat
             shutil.rmtree(trash)
         else:
             os.replace(tmp, final)
-        latest_tmp = os.path.join(ckpt_dir, ".latest.tmp")
-        with open(latest_tmp, "w") as f:
-            f.write(name + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(latest_tmp, os.path.join(ckpt_dir, "latest"))
-        _fsync_tree_dir(ckpt_dir)
+        prepare.write_atomic(os.path.join(ckpt_dir, "latest"), (name + "\n").encode())
+        prepare.fsync_dir(ckpt_dir)
         if cfg.keep_last > 0:
             steps = sorted(n for n in os.listdir(ckpt_dir) if n.startswith("step_"))
             for old in steps[:-cfg.keep_last]:
@@ -670,14 +661,6 @@ def save_checkpoint(step, model, raw_model, optimizers, muon_active, cfg, d, dat
     if dist.is_initialized():
         dist.barrier()
     return final
-
-
-def _fsync_tree_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_optimizer_state(ckpt, model, optimizers, cfg, d, train_state):

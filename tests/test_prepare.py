@@ -116,12 +116,12 @@ KILL_SCRIPT = """
 import sys, time
 sys.path.insert(0, {root!r})
 import prepare
-write = prepare._write_atomic
+write = prepare.write_atomic
 def slow_write(path, data):
     write(path, data)
     print("WROTE", path, flush=True)
     time.sleep(60)          # killed here, after a complete-looking shard exists in staging
-prepare._write_atomic = slow_write
+prepare.write_atomic = slow_write
 prepare.prepare({files!r}, {out!r}, {tok!r}, val_fraction=0.0, shard_tokens=20, progress=False)
 """
 
