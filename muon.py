@@ -35,9 +35,9 @@ steps the same parameters with the same (all-reduced) gradients, in the same ord
 - Plain tensors (DDP): every rank holds the same all-reduced gradient, so every rank updates
   the momentum of every matrix (cheap, element-wise; keeps optimizer state identical on all
   ranks, so any rank's state_dict is the checkpoint). The Newton–Schulz work (the expensive
-  part) is split: matrices (or row blocks) are assigned to ranks greedily by size, each rank
-  orthogonalizes its own, and one all_gather of a flat bf16 buffer shares the results. Every
-  rank then applies identical bits: the same result as one process.
+  part) is split: matrices (or row blocks) go to ranks greedily by their NS FLOPs
+  (assign_blocks), each rank orthogonalizes its own, and one all_gather of a flat bf16 buffer
+  shares the results. Every rank then applies identical bits: the same result as one process.
 - DTensors (FSDP2 fully_shard): momentum lives on the local shard (element-wise, so the shard
   of the full-matrix momentum exactly; the state is sharded like the parameter, which
   torch.distributed.checkpoint saves and reshards). The Nesterov input is cast to ns_dtype
@@ -78,6 +78,25 @@ def newton_schulz(G, steps=5, coefficients=NS_COEFFICIENTS, eps=1e-7, dtype=torc
         B = torch.addmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A
         X = torch.addmm(X, B, X, beta=a)           # a*X + B@X
     return X.T if transposed else X
+
+
+def ns_flops(rows, cols, steps=5):
+    """Matmul FLOPs of newton_schulz on a rows x cols matrix (m = short side, n = long side):
+    per step X X^T (2m^2 n), A A (2m^3), B X (2m^2 n)."""
+    m, n = min(rows, cols), max(rows, cols)
+    return steps * (4 * m * m * n + 2 * m ** 3)
+
+
+def assign_blocks(costs, world):
+    """Owner rank of each Newton–Schulz block: largest cost first onto the least-loaded rank.
+    Deterministic, so every rank derives the same assignment without communicating.
+    Returns (owner per block, total cost per rank)."""
+    owner, load = [0] * len(costs), [0] * world
+    for j in sorted(range(len(costs)), key=lambda j: -costs[j]):
+        r = min(range(world), key=lambda r: load[r])
+        owner[j] = r
+        load[r] += costs[j]
+    return owner, load
 
 
 def update_scale(rows, cols, matched_adamw_rms=0.2):
@@ -199,17 +218,14 @@ class Muon(torch.optim.Optimizer):
         rank, world = self._world()
         if world == 1:
             return {(k, r0): ns(k, r0, r1) for k, r0, r1 in blocks}
-        # Greedy balance by size (largest first onto the least-loaded rank), deterministic so
-        # every rank derives the same assignment without communicating.
         cols = [items[k][2].shape[1] for k, _, _ in blocks]
         sizes = [(r1 - r0) * c for (_, r0, r1), c in zip(blocks, cols)]
-        owner, load = [0] * len(blocks), [0] * world
-        for j in sorted(range(len(blocks)), key=lambda j: -sizes[j]):
-            r = min(range(world), key=lambda r: load[r])
-            owner[j] = r
-            load[r] += sizes[j]
+        owner, _ = assign_blocks([ns_flops(r1 - r0, c) for (_, r0, r1), c in zip(blocks, cols)], world)
+        elements = [0] * world
+        for j, r in enumerate(owner):
+            elements[r] += sizes[j]
         device = items[0][2].device if items else torch.device("cpu")
-        flat = torch.zeros(max(load), dtype=self.ns_dtype, device=device)
+        flat = torch.zeros(max(elements), dtype=self.ns_dtype, device=device)
         offset = 0
         for j, (k, r0, r1) in enumerate(blocks):
             if owner[j] == rank:

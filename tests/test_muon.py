@@ -238,6 +238,20 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def test_ns_work_is_split_evenly_by_flops():
+    # The full model's 48 x 4 hidden matrices (RECIPE §1): qkv, out, gate_up, down.
+    shapes = [(2560, 1536), (1536, 1536), (7680, 1536), (1536, 3840)] * 48
+    assert muon.ns_flops(1536, 7680) == muon.ns_flops(7680, 1536) == 5 * (4 * 1536**2 * 7680 + 2 * 1536**3)
+    costs = [muon.ns_flops(r, c) for r, c in shapes]
+    for world in (1, 2, 4, 8):
+        owner, load = muon.assign_blocks(costs, world)
+        assert sorted(set(owner)) == list(range(world))
+        assert [sum(c for c, o in zip(costs, owner) if o == r) for r in range(world)] == load
+        # the busiest rank does at most 3% more than an even share
+        assert max(load) <= 1.03 * sum(costs) / world, (world, max(load) * world / sum(costs))
+    assert muon.assign_blocks(costs, 4) == muon.assign_blocks(list(costs), 4)  # deterministic
+
+
 def _init(rank, world, port):
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     torch.set_num_threads(1)
