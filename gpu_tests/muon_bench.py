@@ -10,7 +10,7 @@ Rows:
 - AdamW for embedding/norms + Muon for the hidden matrices: the optimizers after the switch.
 - Newton–Schulz of the busiest rank for W = 1, 2, 4, 8: the blocks muon.assign_blocks gives
   that rank, run on this one GPU. This is the compute part of the distributed step; the
-  all_gather that shares the results (2 bytes per matrix element, ~1.9 GB over all ranks
+  all_gather that shares the results (2 bytes per matrix element, ~2.3 GB over all ranks
   together) is not in it: that needs the several-GPU machine.
 Times are medians of CUDA-event timings after warm-up; gradients are random (never zeros).
 """
