@@ -47,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--compile-scope", default="model", choices=["model", "block"],
                    help="compile the whole model (train.py without FSDP) or each block alone "
                         "(train.py with FSDP; identical blocks share one compile: far shorter)")
+    p.add_argument("--fp8-backend", default="native", choices=["native", "te", "auto"],
+                   help="fp8.py backend for the *_fp8 variants")
     p.add_argument("--loss-chunk-rows", type=int, default=None,
                    help="rows per cross-entropy chunk (ours); default: model.py's")
     p.add_argument("--json", default=None, help="also write the table here")
@@ -71,20 +73,24 @@ def measure_matmul_peak(n=8192, iters=20):
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
-def build_ours(preset, fp8, act_ckpt, loss_chunk_rows):
+def build_ours(preset, fp8, act_ckpt, loss_chunk_rows, fp8_backend="native"):
     from model import Xmodel, model_config
     cfg = model_config(preset)
     model = Xmodel(cfg).cuda()
     model.loss_chunk_rows = loss_chunk_rows
+    report = None
     if fp8:
         from fp8 import convert_to_fp8
-        print("fp8:", convert_to_fp8(model, backend="native"), flush=True)
+        report = convert_to_fp8(model, backend=fp8_backend)
+        print("fp8:", report, flush=True)
     if act_ckpt:
         from train import apply_activation_checkpointing
         apply_activation_checkpointing(model, every=act_ckpt)
 
     def loss_fn(m, x, y):
-        return m(x, y)
+        from fp8 import fp8_autocast_context
+        with fp8_autocast_context(report):  # TE's FP8 autocast; nothing for native / bf16
+            return m(x, y)
     return model, cfg, loss_fn, model.flops_per_token
 
 
@@ -122,7 +128,8 @@ def run_one(args, name):
     if impl == "hf":
         model, cfg, loss_fn, flops_per_token = build_hf(args.preset)
     else:
-        model, cfg, loss_fn, flops_per_token = build_ours(args.preset, fp8, args.activation_checkpointing, args.loss_chunk_rows)
+        model, cfg, loss_fn, flops_per_token = build_ours(
+            args.preset, fp8, args.activation_checkpointing, args.loss_chunk_rows, args.fp8_backend)
     n_params = sum(p.numel() for p in model.parameters())
 
     if args.parallel == "ddp":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The µP proxy (config/proxy.py shape) trained STEPS steps on the embedded default data in
-# bf16 and in FP8 (native backend), same seed and batches; prints the final val losses.
-# Usage: bash gpu_tests/proxy_fp8_vs_bf16.sh [STEPS] [OUT_DIR]
+# bf16 and in FP8 (native backend unless FP8_BACKEND says otherwise), same seed and batches; prints the final val losses.
+# Usage: bash gpu_tests/proxy_fp8_vs_bf16.sh [STEPS] [OUT_DIR]   (FP8_BACKEND=te for TransformerEngine)
 set -euo pipefail
 steps=${1:-300}
 out=${2:-out/gpu_fp8_check}
@@ -10,7 +10,7 @@ common=(config/proxy.py --data="{'data/default': 1.0}" --model_overrides="{'voca
 for mode in bf16 fp8; do
   fp8=False; [ $mode = fp8 ] && fp8=True
   rm -rf "$out/$mode"
-  python train.py "${common[@]}" --fp8=$fp8 --fp8_backend=native --out_dir="$out/$mode"
+  python train.py "${common[@]}" --fp8=$fp8 --fp8_backend=${FP8_BACKEND:-native} --out_dir="$out/$mode"
 done
 python - "$out" <<'PY'
 import json, sys
