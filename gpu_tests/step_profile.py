@@ -1,0 +1,155 @@
+"""
+Where a whole training step's GPU time goes: torch.profiler kernel time of full steps of the
+full model (blocks compiled one by one, bf16 autocast, fused AdamW), bf16 and native FP8,
+grouped into GEMMs, attention, the rest; then SDPA's attention backends timed alone at the
+model's attention shape. bench.py says how fast; this says where to work next.
+
+    python gpu_tests/step_profile.py                     # bf16 and fp8, seq 4096, micro-batch 4
+    python gpu_tests/step_profile.py --variants bf16 --rows 30
+"""
+import argparse
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from model import Xmodel, model_config  # noqa: E402
+
+# Kernel-name patterns per category (cuBLAS/cuBLASLt GEMMs are "nvjet*", "sm90_xmma*", "*gemm*").
+CATEGORIES = [
+    ("attention", ("flash", "fmha", "cudnn", "attention", "sdpa")),
+    ("GEMM", ("nvjet", "gemm", "xmma", "cutlass", "matmul")),
+    ("optimizer", ("adam", "multi_tensor")),
+    ("fused element-wise (triton)", ("triton",)),
+]
+
+
+def category(name):
+    low = name.lower()
+    for cat, keys in CATEGORIES:
+        if any(k in low for k in keys):
+            return cat
+    return "other"
+
+
+def profile_steps(fp8, args):
+    torch.manual_seed(0)
+    cfg = model_config("xmodel-2.5")
+    model = Xmodel(cfg).cuda()
+    model.loss_chunk_rows = args.loss_chunk_rows
+    if fp8:
+        from fp8 import convert_to_fp8
+        convert_to_fp8(model, backend="native")
+    for block in model.blocks:
+        block.compile()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    batches = [torch.randint(0, cfg.vocab_size, (args.micro_batch, args.seq_len + 1), device="cuda")
+               for _ in range(2)]
+
+    def step(i):
+        b = batches[i % 2]
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(b[:, :-1], b[:, 1:])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for i in range(4):
+        step(i)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for i in range(args.steps):
+            step(i)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    per_step = {e.key: e.device_time_total / args.steps / 1e3 for e in kernels}  # ms
+    del model, opt
+    torch.cuda.empty_cache()
+    return per_step
+
+
+def report(name, per_step, rows):
+    total = sum(per_step.values())
+    cats = defaultdict(float)
+    for k, ms in per_step.items():
+        cats[category(k)] += ms
+    print(f"\n## {name}: {total:.1f} ms of kernels per step\n")
+    print("| category | ms/step | share |\n|---|---|---|")
+    for cat, ms in sorted(cats.items(), key=lambda kv: -kv[1]):
+        print(f"| {cat} | {ms:.1f} | {ms / total:.1%} |")
+    print("\n| ms/step | category | kernel |\n|---|---|---|")
+    for k, ms in sorted(per_step.items(), key=lambda kv: -kv[1])[:rows]:
+        print(f"| {ms:.2f} | {category(k)} | {k[:100]} |")
+    return total
+
+
+def time_ms(fn, iters=20):
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(iters):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    return statistics.median(times)
+
+
+def attention_backends(args):
+    """SDPA forward+backward at the model's shape, per backend that accepts it."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    cfg = model_config("xmodel-2.5")
+    hd = cfg.d_model // cfg.n_head
+    B, T = args.micro_batch, args.seq_len
+    q = torch.randn(B, cfg.n_head, T, hd, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(B, cfg.n_kv_head, T, hd, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn_like(k, requires_grad=True)
+    g = torch.randn(B, cfg.n_head, T, hd, device="cuda", dtype=torch.bfloat16)
+    flops = 4 * B * cfg.n_head * T * T * hd / 2 * 3.5  # causal; backward ~2.5x forward
+    print(f"\n## SDPA alone, B={B} heads {cfg.n_head}/{cfg.n_kv_head} T={T} head dim {hd}, "
+          f"causal, forward+backward, one layer\n")
+    print("| backend | ms | TFLOP/s | x 48 layers (ms) |\n|---|---|---|---|")
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+        def run():
+            with sdpa_kernel(backend):
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            out.backward(g)
+        try:
+            ms = time_ms(run)
+            print(f"| {backend.name} | {ms:.2f} | {flops / ms / 1e9:.0f} | {48 * ms:.0f} |")
+        except Exception as e:  # a backend may refuse GQA or the shape
+            print(f"| {backend.name} | refused: {type(e).__name__}: {str(e)[:80]} | | |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", default="bf16,fp8")
+    p.add_argument("--seq-len", type=int, default=4096)
+    p.add_argument("--micro-batch", type=int, default=4)
+    p.add_argument("--loss-chunk-rows", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--rows", type=int, default=20)
+    args = p.parse_args()
+    for key in ("cache_size_limit", "recompile_limit"):
+        if hasattr(torch._dynamo.config, key):
+            setattr(torch._dynamo.config, key, 64)
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
+    totals = {}
+    for v in args.variants.split(","):
+        totals[v] = report(v, profile_steps(v == "fp8", args), args.rows)
+        torch._dynamo.reset()
+    if len(totals) == 2:
+        print(f"\nkernel time per step: bf16 {totals['bf16']:.1f} ms, fp8 {totals['fp8']:.1f} ms "
+              f"({totals['bf16'] / totals['fp8']:.2f}x)")
+    attention_backends(args)
+
+
+if __name__ == "__main__":
+    main()
