@@ -227,7 +227,7 @@ def main():
 
     ok = [r for r in results if "error" not in r]
     base = {r["variant"]: r["tokens_per_s_per_gpu"] for r in ok}
-    print(f"\n| variant | tok/s/GPU | MFU | peak GiB | opt share | vs hf | vs ours |")
+    print("\n| variant | tok/s/GPU | MFU | peak GiB | opt share | vs hf | vs ours |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:

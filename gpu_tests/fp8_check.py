@@ -18,16 +18,15 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import traceback
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fp8  # noqa: E402
+from gpu_tests.common import median_ms, set_compile_limits  # noqa: E402
 
 # (name, in_features, out_features, init std): µP init of RECIPE §1, width_mult 6, 48 layers
 SHAPES = [
@@ -45,12 +44,6 @@ COMPILE_BOUND = 5e-3   # compiled vs eager
 
 def rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
-
-
-def set_compile_limits():
-    for key in ("cache_size_limit", "recompile_limit"):  # renamed across torch versions
-        if hasattr(torch._dynamo.config, key):
-            setattr(torch._dynamo.config, key, 64)
 
 
 def fwd_bwd(module, x, g, autocast):
@@ -133,30 +126,7 @@ def time_fwd_bwd(module, x, g, autocast, warmup, iters):
         step()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), torch.cuda.max_memory_allocated() / 2 ** 30
-
-
-def time_gemm(fn, warmup, iters):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return median_ms(step, warmup=0, iters=iters), torch.cuda.max_memory_allocated() / 2 ** 30
 
 
 def speed(args, failures):
@@ -182,8 +152,8 @@ def speed(args, failures):
             a16, b16 = x.detach(), lin.weight.detach().to(torch.bfloat16)
             a8, b8 = a16.to(fp8.E4M3), b16.to(fp8.E4M3).t()
             one = torch.ones((), device="cuda")
-            g_b = time_gemm(lambda: a16 @ b16.t(), args.warmup, args.iters)
-            g_8 = time_gemm(lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16,
+            g_b = median_ms(lambda: a16 @ b16.t(), args.warmup, args.iters)
+            g_8 = median_ms(lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16,
                                                      use_fast_accum=True), args.warmup, args.iters)
             total["bf16"] += t_b
             total["fp8"] += t_8

@@ -17,7 +17,8 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fp8  # noqa: E402
-from gpu_tests.fp8_check import SHAPES, set_compile_limits  # noqa: E402
+from gpu_tests.common import set_compile_limits  # noqa: E402
+from gpu_tests.fp8_check import SHAPES  # noqa: E402
 
 
 def step(module, x, g):

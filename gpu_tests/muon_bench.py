@@ -15,29 +15,15 @@ Rows:
 Times are medians of CUDA-event timings after warm-up; gradients are random (never zeros).
 """
 import os
-import statistics
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from gpu_tests.common import median_ms  # noqa: E402
 from model import Xmodel, model_config  # noqa: E402
 from mup import param_groups  # noqa: E402
 from muon import NS_COEFFICIENTS, Muon, assign_blocks, newton_schulz, ns_flops, split_groups_for_muon  # noqa: E402
-
-
-def median_ms(fn, warmup=3, iters=10):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
 
 
 def batched_newton_schulz(G, steps=5, coefficients=NS_COEFFICIENTS, eps=1e-7):

@@ -9,7 +9,6 @@ model's attention shape. bench.py says how fast; this says where to work next.
 """
 import argparse
 import os
-import statistics
 import sys
 from collections import defaultdict
 
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from gpu_tests.common import median_ms, set_compile_limits  # noqa: E402
 from model import Xmodel, model_config  # noqa: E402
 
 # Kernel-name patterns per category (cuBLAS/cuBLASLt GEMMs are "nvjet*", "sm90_xmma*", "*gemm*").
@@ -67,10 +67,7 @@ def profile_steps(fp8, args):
             step(i)
         torch.cuda.synchronize()
     kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    per_step = {e.key: e.device_time_total / args.steps / 1e3 for e in kernels}  # ms
-    del model, opt
-    torch.cuda.empty_cache()
-    return per_step
+    return {e.key: e.device_time_total / args.steps / 1e3 for e in kernels}  # ms per step
 
 
 def report(name, per_step, rows):
@@ -86,20 +83,6 @@ def report(name, per_step, rows):
     for k, ms in sorted(per_step.items(), key=lambda kv: -kv[1])[:rows]:
         print(f"| {ms:.2f} | {category(k)} | {k[:100]} |")
     return total
-
-
-def time_ms(fn, iters=20):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(iters):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
 
 
 def attention_backends(args):
@@ -122,7 +105,7 @@ def attention_backends(args):
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             out.backward(g)
         try:
-            ms = time_ms(run)
+            ms = median_ms(run)
             print(f"| {backend.name} | {ms:.2f} | {flops / ms / 1e9:.0f} | {48 * ms:.0f} |")
         except Exception as e:  # a backend may refuse GQA or the shape
             print(f"| {backend.name} | refused: {type(e).__name__}: {str(e)[:80]} | | |")
@@ -137,14 +120,13 @@ def main():
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--rows", type=int, default=20)
     args = p.parse_args()
-    for key in ("cache_size_limit", "recompile_limit"):
-        if hasattr(torch._dynamo.config, key):
-            setattr(torch._dynamo.config, key, 64)
+    set_compile_limits()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     totals = {}
     for v in args.variants.split(","):
         totals[v] = report(v, profile_steps(v == "fp8", args), args.rows)
         torch._dynamo.reset()
+        torch.cuda.empty_cache()  # the model of this variant is gone with profile_steps
     if len(totals) == 2:
         print(f"\nkernel time per step: bf16 {totals['bf16']:.1f} ms, fp8 {totals['fp8']:.1f} ms "
               f"({totals['bf16'] / totals['fp8']:.2f}x)")

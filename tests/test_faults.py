@@ -26,7 +26,7 @@ import fp8  # noqa: E402
 import prepare  # noqa: E402
 import train  # noqa: E402
 from model import Xmodel  # noqa: E402
-from tiny_run import VOCAB, plays, run_inprocess, tiny_args  # noqa: E402
+from tiny_run import plays, run_inprocess, tiny_args  # noqa: E402
 
 # The reference run every interrupted run is compared with: checkpoints at 4, 8, 12, 16.
 RUN = dict(max_steps=16, ckpt_interval=4, eval_interval=8)

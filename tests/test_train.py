@@ -2,7 +2,6 @@
 equals one process; an interrupted run resumes bitwise; the AdamW -> Muon switch happens and
 resumes exactly across it; FSDP2 trains, checkpoints through torch.distributed.checkpoint and
 reloads on a different number of processes."""
-import glob
 import json
 import math
 import os
@@ -10,14 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
-import prepare  # noqa: E402
 import train  # noqa: E402
 from model import Xmodel  # noqa: E402
 from tiny_run import VOCAB, plays, run_inprocess, tiny_args  # noqa: E402

@@ -1,0 +1,27 @@
+"""Helpers shared by the GPU scripts: CUDA-event timing and torch.compile's recompile limit."""
+import statistics
+
+import torch
+
+
+def median_ms(fn, warmup=3, iters=20):
+    """Median wall time of fn() on the GPU in ms, timed with CUDA events after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def set_compile_limits(limit=64):
+    """Room for the many small graphs these scripts compile (the key was renamed across versions)."""
+    for key in ("cache_size_limit", "recompile_limit"):
+        if hasattr(torch._dynamo.config, key):
+            setattr(torch._dynamo.config, key, limit)
