@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# TransformerEngine onto a GPU machine that has no network and takes at most ~64 MiB per
+# command: the core wheel (171 MiB) travels in parts over consecutive commands while the
+# machine stays up, and the PyTorch binding (a source distribution) is compiled there.
+#
+#   here:   bash gpu_tests/te_carry.sh fetch        # .te/p1 .te/p2 .te/p3 (<= 60 MiB each), .te/small
+#   there:  bash gpu_tests/te_carry.sh stash        # one command per part, carrying .te/pN
+#   there:  bash gpu_tests/te_carry.sh install      # carrying .te/small: reassemble, check, build
+#           export PYTHONPATH=/tmp/te_site          # then fp8_backend="te" imports
+#
+# Versions: TE 2.11.0 for CUDA 13 (the machines run torch 2.11+cu130, nvcc 13, cuDNN for CUDA 13).
+set -euo pipefail
+VERSION=2.11.0
+WHEEL=transformer_engine_cu13-$VERSION-py3-none-manylinux_2_28_x86_64.whl
+STASH=/tmp/te_parts
+SITE=/tmp/te_site
+
+case "${1:-}" in
+fetch)
+  rm -rf .te && mkdir -p .te/small .te/download
+  pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .te/download transformer-engine-cu13==$VERSION transformer-engine==$VERSION \
+    pydantic pydantic-core annotated-types typing-inspection importlib-metadata
+  # the binding is published as an sdist only; pip cannot download it without building it
+  url=$(curl -s https://pypi.org/simple/transformer-engine-torch/ \
+        | grep -o "https://[^\"#]*transformer_engine_torch-$VERSION.tar.gz" | head -1)
+  curl -s -o .te/small/transformer_engine_torch-$VERSION.tar.gz "$url"
+  mv .te/download/*.whl .te/small/ && mv .te/small/$WHEEL .te/download/
+  sha256sum .te/download/$WHEEL | cut -d' ' -f1 > .te/small/core.sha256
+  (cd .te/download && split -b 60M -d -a 1 $WHEEL part.)
+  n=0; for p in .te/download/part.*; do n=$((n + 1)); mkdir -p .te/p$n; mv "$p" .te/p$n/; done
+  rm -rf .te/download
+  du -sh .te/*
+  ;;
+stash)
+  mkdir -p $STASH && cp .te/p*/part.* $STASH/ && ls -la $STASH
+  ;;
+install)
+  cat $STASH/part.* > /tmp/$WHEEL
+  [ "$(sha256sum /tmp/$WHEEL | cut -d' ' -f1)" = "$(cat .te/small/core.sha256)" ] \
+    || { echo "core wheel checksum differs: a part is missing; stash every part first" >&2; exit 1; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --target $SITE /tmp/$WHEEL .te/small/*.whl
+  export PYTHONPATH=$SITE:${PYTHONPATH:-}
+  # The binding compiles against the installed torch; NVTE_FRAMEWORK selects it.
+  NVTE_FRAMEWORK=pytorch MAX_JOBS=16 python3 -m pip install -q --no-index --no-deps --no-build-isolation \
+    --target $SITE .te/small/transformer_engine_torch-$VERSION.tar.gz
+  python3 -c "import transformer_engine.pytorch as te; print('TE', te.__version__ if hasattr(te, '__version__') else '', 'imports')"
+  ;;
+*)
+  sed -n 2,11p "$0"; exit 2
+  ;;
+esac
