@@ -5,27 +5,20 @@
 #     python train.py config/proxy.py --learning_rate=2e-2 --out_dir=out/proxy_lr2e-2
 # One small GPU is enough. The data is the stable-phase mix (RECIPE §5); for a first try on
 # the embedded default use --data="{'data/default': 1.0}".
+import os
+
 out_dir = "out/proxy"
 phase_name = "proxy"
 init_from = "scratch"
 
 model_preset = "proxy"
 
-data = {
-    "data/ultrafineweb-en": 41.0,
-    "data/ultrafineweb-zh": 20.0,
-    "data/starcoder": 26.0,
-    "data/reddit": 3.91,
-    "data/pes2o": 2.85,
-    "data/arxiv": 1.33,
-    "data/books": 1.0,
-    "data/wiki": 1.0,
-    "data/stackexchange": 0.9,
-    "data/tulu-flan": 0.78,
-    "data/algebraic-stack": 0.5,
-    "data/open-web-math": 0.5,
-    "data/megawika": 0.23,
-}
+# The stable-phase mix (RECIPE §5), read from stable_s1.py so the two cannot drift apart;
+# nothing else of S1 is taken (names starting with '_' are not settings).
+_stable_s1 = {}
+exec(open(os.path.join(os.path.dirname(__file__), "stable_s1.py")).read(), _stable_s1)
+data = _stable_s1["data"]
+
 seq_len = 2048
 max_seq_len = 2048
 
