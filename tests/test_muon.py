@@ -85,17 +85,22 @@ def test_update_rms_is_about_0_2_and_reported_in_last_stats():
     assert opt.last_stats[0]["step_rms"] == pytest.approx(total, rel=1e-4)  # lr = 1
 
 
+def _step_both(a, ours, b, ref, steps):
+    """Step optimizer a (on ours) and b (on ref) with the same gradients, `steps` times."""
+    for step in range(steps):
+        for p, q, g in zip(ours, ref, _grads(ours, step)):
+            p.grad, q.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+
+
 def test_equals_torch_optim_muon_exactly_without_momentum():
     # momentum 0 removes the only difference (EMA vs summed momentum): bit-for-bit equal.
     ours, ref = _params([(48, 16), (16, 40)]), _params([(48, 16), (16, 40)])
     a = Muon(ours, lr=0.02, weight_decay=0.1, momentum=0.0)
     b = torch.optim.Muon(ref, lr=0.02, weight_decay=0.1, momentum=0.0, nesterov=True,
                          adjust_lr_fn="match_rms_adamw")
-    for step in range(3):
-        for p, q, g in zip(ours, ref, _grads(ours, step)):
-            p.grad, q.grad = g.clone(), g.clone()
-        a.step()
-        b.step()
+    _step_both(a, ours, b, ref, steps=3)
     for p, q in zip(ours, ref):
         assert torch.equal(p, q)
 
@@ -108,11 +113,7 @@ def test_matches_torch_optim_muon_with_momentum_up_to_bf16_rounding():
     a = Muon(ours, lr=0.02, weight_decay=0.1)
     b = torch.optim.Muon(ref, lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=True,
                          adjust_lr_fn="match_rms_adamw")
-    for step in range(5):
-        for p, q, g in zip(ours, ref, _grads(ours, step)):
-            p.grad, q.grad = g.clone(), g.clone()
-        a.step()
-        b.step()
+    _step_both(a, ours, b, ref, steps=5)
     for p, q, s in zip(ours, ref, start):
         assert (a.state[p]["momentum_buffer"] * 0.05).allclose(b.state[q]["momentum_buffer"], rtol=1e-5, atol=1e-6)
         moved = (q - s).norm()
