@@ -63,21 +63,24 @@ def _is_dtensor(t):
 
 
 def newton_schulz(G, steps=5, coefficients=NS_COEFFICIENTS, eps=1e-7, dtype=torch.bfloat16):
-    """Approximate orthogonal polar factor U V^T of the 2-D matrix G (G = U S V^T).
-    Returns a tensor of `dtype`. Works on the short side (X X^T is min(rows, cols)^2)."""
-    if G.ndim != 2:
-        raise ValueError(f"newton_schulz needs a 2-D matrix, got shape {tuple(G.shape)}")
+    """Approximate orthogonal polar factor U V^T of the 2-D matrix G (G = U S V^T), or of each
+    matrix of a stack [batch, rows, cols]. Returns a tensor of `dtype`. Works on the short
+    side (X X^T is min(rows, cols)^2)."""
+    if G.ndim not in (2, 3):
+        raise ValueError(f"newton_schulz needs a 2-D matrix or a 3-D stack, got shape {tuple(G.shape)}")
     a, b, c = coefficients
+    addmm = torch.addmm if G.ndim == 2 else torch.baddbmm
     X = G.to(dtype)
-    transposed = X.size(0) > X.size(1)
+    transposed = X.size(-2) > X.size(-1)
     if transposed:
-        X = X.T
-    X = X / (X.norm() + eps)  # spectral norm <= Frobenius norm <= 1: inside NS's basin
+        X = X.mT
+    # spectral norm <= Frobenius norm <= 1: inside NS's basin
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)
     for _ in range(steps):
-        A = X @ X.T
-        B = torch.addmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A
-        X = torch.addmm(X, B, X, beta=a)           # a*X + B@X
-    return X.T if transposed else X
+        A = X @ X.mT
+        B = addmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A
+        X = addmm(X, B, X, beta=a)           # a*X + B@X
+    return X.mT if transposed else X
 
 
 def ns_flops(rows, cols, steps=5):

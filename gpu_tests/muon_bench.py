@@ -23,21 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gpu_tests.common import median_ms  # noqa: E402
 from model import Xmodel, model_config  # noqa: E402
 from mup import param_groups  # noqa: E402
-from muon import NS_COEFFICIENTS, Muon, assign_blocks, newton_schulz, ns_flops, split_groups_for_muon  # noqa: E402
-
-
-def batched_newton_schulz(G, steps=5, coefficients=NS_COEFFICIENTS, eps=1e-7):
-    """muon.newton_schulz on a stack [B, rows, cols] of same-shape matrices."""
-    a, b, c = coefficients
-    X = G.to(torch.bfloat16)
-    if X.size(-2) > X.size(-1):
-        X = X.mT
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)
-    for _ in range(steps):
-        A = X @ X.mT
-        B = torch.baddbmm(A, A, A, beta=b, alpha=c)
-        X = torch.baddbmm(X, B, X, beta=a)
-    return X.mT if G.size(-2) > G.size(-1) else X
+from muon import Muon, assign_blocks, newton_schulz, ns_flops, split_groups_for_muon  # noqa: E402
 
 
 def main():
@@ -71,15 +57,15 @@ def main():
         rows.append((f"Newton–Schulz of the busiest rank, {world} rank(s)", t,
                      f"{len(mine)} matrices, {load[busiest] / t / 1e9:.0f} TFLOP/s, "
                      f"{ns_all / t:.2f}x faster than 1 rank (ideal {world})"))
-    # Experiment, not used by muon.py yet: the same iteration on same-shape matrices stacked
-    # into one batched product per shape (fewer, larger kernels).
+    # Experiment, not used by Muon.step: same-shape matrices stacked into one batched product
+    # per shape (fewer, larger kernels; newton_schulz takes a stack).
     by_shape = {}
     for g in grads:
         by_shape.setdefault(tuple(g.shape), []).append(g)
     gs = next(iter(by_shape.values()))
-    diff = max(((batched_newton_schulz(torch.stack(gs))[i].float() - newton_schulz(g).float()).norm()
-                / newton_schulz(g).float().norm()).item() for i, g in enumerate(gs))
-    t = median_ms(lambda: [batched_newton_schulz(torch.stack(gs)) for gs in by_shape.values()])
+    stacked, alone = newton_schulz(torch.stack(gs)).float(), [newton_schulz(g).float() for g in gs]
+    diff = max(((s - o).norm() / o.norm()).item() for s, o in zip(stacked, alone))
+    t = median_ms(lambda: [newton_schulz(torch.stack(gs)) for gs in by_shape.values()])
     rows.append(("Newton–Schulz batched by shape, 1 rank (experiment)", t,
                  f"{len(by_shape)} batches, {total_flops / t / 1e9:.0f} TFLOP/s, {ns_all / t:.2f}x the per-matrix loop; "
                  f"relative difference to it {diff:.1e}"))

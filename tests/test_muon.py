@@ -63,6 +63,17 @@ def _grads(params, step, seed=100):
     return [torch.randn(p.shape, generator=g) for p in params]
 
 
+def test_newton_schulz_on_a_stack_equals_each_matrix_alone():
+    for shape in [(3, 48, 16), (3, 16, 40)]:
+        G = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+        stacked = newton_schulz(G)
+        # equal on CPU; a GPU may pick other kernels for the batched product (bf16 rounding)
+        assert torch.allclose(stacked.float(), torch.stack([newton_schulz(g) for g in G]).float(),
+                              rtol=0, atol=1e-2)
+    with pytest.raises(ValueError, match="2-D matrix or a 3-D stack"):
+        newton_schulz(torch.zeros(2, 2, 4, 4))
+
+
 def test_update_rms_is_about_0_2_and_reported_in_last_stats():
     shapes = [(96, 32), (32, 96), (64, 64)]
     params = _params(shapes)
