@@ -1,7 +1,9 @@
-"""Helpers shared by the GPU scripts: CUDA-event timing and torch.compile's recompile limit."""
+"""Helpers shared by the GPU scripts: CUDA-event timing, profiler kernel times and
+torch.compile's recompile limit."""
 import statistics
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 
 def median_ms(fn, warmup=3, iters=20):
@@ -25,3 +27,18 @@ def set_compile_limits(limit=64):
     for key in ("cache_size_limit", "recompile_limit"):
         if hasattr(torch._dynamo.config, key):
             setattr(torch._dynamo.config, key, limit)
+
+
+def kernel_times(fn, warmup, iters):
+    """GPU kernels of fn() from torch.profiler after `warmup` untimed calls: a list of
+    (kernel name, microseconds per call of fn, launches per call of fn), largest first."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    kernels = [(e.key, e.device_time_total / iters, e.count / iters) for e in prof.key_averages()
+               if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sorted(kernels, key=lambda k: -k[1])

@@ -13,11 +13,10 @@ import sys
 
 import torch
 import torch.nn as nn
-from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fp8  # noqa: E402
-from gpu_tests.common import set_compile_limits  # noqa: E402
+from gpu_tests.common import kernel_times, set_compile_limits  # noqa: E402
 from gpu_tests.fp8_check import SHAPES  # noqa: E402
 
 
@@ -28,20 +27,13 @@ def step(module, x, g):
 
 
 def kernel_table(module, x, g, iters, rows, title):
-    for _ in range(5):  # compile, the first-step graph, autotuning
-        step(module, x, g)
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(iters):
-            step(module, x, g)
-        torch.cuda.synchronize()
-    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    events.sort(key=lambda e: -e.device_time_total)
-    total = sum(e.device_time_total for e in events) / iters
+    # 5 warm-up calls: compile, the first-step graph, autotuning
+    kernels = kernel_times(lambda: step(module, x, g), warmup=5, iters=iters)
+    total = sum(us for _, us, _ in kernels)
     print(f"\n## {title}: {total / 1e3:.3f} ms of kernels per forward+backward\n")
     print("| us/iter | calls/iter | kernel |\n|---|---|---|")
-    for e in events[:rows]:
-        print(f"| {e.device_time_total / iters:.1f} | {e.count / iters:.1f} | {e.key[:110]} |")
+    for name, us, calls in kernels[:rows]:
+        print(f"| {us:.1f} | {calls:.1f} | {name[:110]} |")
     return total
 
 

@@ -8,16 +8,16 @@ model's attention shape. bench.py says how fast; this says where to work next.
     python gpu_tests/step_profile.py --variants bf16 --rows 30
 """
 import argparse
+import itertools
 import os
 import sys
 from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gpu_tests.common import median_ms, set_compile_limits  # noqa: E402
+from gpu_tests.common import kernel_times, median_ms, set_compile_limits  # noqa: E402
 from model import Xmodel, model_config  # noqa: E402
 
 # Kernel-name patterns per category (cuBLAS/cuBLASLt GEMMs are "nvjet*", "sm90_xmma*", "*gemm*").
@@ -51,23 +51,17 @@ def profile_steps(fp8, args):
     batches = [torch.randint(0, cfg.vocab_size, (args.micro_batch, args.seq_len + 1), device="cuda")
                for _ in range(2)]
 
-    def step(i):
-        b = batches[i % 2]
+    calls = itertools.count()
+
+    def step():
+        b = batches[next(calls) % 2]  # the two batches take turns
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(b[:, :-1], b[:, 1:])
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for i in range(4):
-        step(i)
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for i in range(args.steps):
-            step(i)
-        torch.cuda.synchronize()
-    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    return {e.key: e.device_time_total / args.steps / 1e3 for e in kernels}  # ms per step
+    return {name: us / 1e3 for name, us, _ in kernel_times(step, warmup=4, iters=args.steps)}  # ms per step
 
 
 def report(name, per_step, rows):
