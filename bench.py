@@ -87,8 +87,9 @@ def build_ours(preset, fp8, act_ckpt, loss_chunk_rows, fp8_backend="native"):
         from train import apply_activation_checkpointing
         apply_activation_checkpointing(model, every=act_ckpt)
 
+    from fp8 import fp8_autocast_context
+
     def loss_fn(m, x, y):
-        from fp8 import fp8_autocast_context
         with fp8_autocast_context(report):  # TE's FP8 autocast; nothing for native / bf16
             return m(x, y)
     return model, cfg, loss_fn, model.flops_per_token
