@@ -156,6 +156,8 @@ def run_one(args, name):
     if compile_ and args.compile_scope == "block":
         for block in (model.model.layers if impl == "hf" else model.blocks):
             block.compile()
+        if impl != "hf":
+            model.compile_loss()  # as train.py does: the output layer + loss on their own
     elif compile_:
         step_model = torch.compile(model)
 

@@ -206,21 +206,23 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     tensors, at the cost of the matmuls of the backward (same count as unfused)."""
 
     @staticmethod
-    def forward(ctx, h, weight, targets, loss_weights, output_mult, chunk_rows, dtype):
-        loss, grad_h, grad_w = _ce_chunks(h, weight, targets, loss_weights, output_mult,
-                                          chunk_rows, dtype, need_grads=True)
+    def forward(ctx, h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, ce_chunks):
+        loss, grad_h, grad_w = ce_chunks(h, weight, targets, loss_weights, output_mult,
+                                         chunk_rows, dtype, need_grads=True)
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_loss, grad_w * grad_loss, None, None, None, None, None
+        return grad_h * grad_loss, grad_w * grad_loss, None, None, None, None, None, None
 
 
-def chunked_cross_entropy(h, weight, targets, loss_mask=None, output_mult=1.0, chunk_rows=None):
+def chunked_cross_entropy(h, weight, targets, loss_mask=None, output_mult=1.0, chunk_rows=None,
+                          ce_chunks=_ce_chunks):
     """Mean CE of logits = output_mult · h @ weightᵀ over positions with loss_mask 1 and
-    target != -1; never materialises the full [N, V] logits. h: [..., d]; targets: [...]."""
+    target != -1; never materialises the full [N, V] logits. h: [..., d]; targets: [...].
+    ce_chunks: _ce_chunks itself, or a torch.compile'd copy (Xmodel.compile_loss)."""
     h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
     valid = targets != -1
     if loss_mask is not None:
@@ -233,8 +235,8 @@ def chunked_cross_entropy(h, weight, targets, loss_mask=None, output_mult=1.0, c
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         return _ChunkedCrossEntropy.apply(h, weight, targets, loss_weights, output_mult,
-                                          chunk_rows, dtype)
-    return _ce_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, False)[0]
+                                          chunk_rows, dtype, ce_chunks)
+    return ce_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, False)[0]
 
 
 class Xmodel(nn.Module):
@@ -250,6 +252,7 @@ class Xmodel(nn.Module):
         self.lm_head = (None if config.tie_embeddings else
                         nn.Linear(config.d_model, config.vocab_size, bias=False))
         self.loss_chunk_rows = None  # None: LOSS_CHUNK_ELEMENTS // vocab_size rows per chunk
+        self.ce_chunks = _ce_chunks  # the loss's chunk loop; compile_loss() swaps in a compiled one
         # Non-persistent: derived from the config, so never stored in checkpoints.
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
@@ -309,7 +312,16 @@ class Xmodel(nn.Module):
             return F.linear(h, self.output_weight).float() * self.mult["output_mult"]
         assert kv_cache is None, "the loss is for training/eval on whole sequences"
         return chunked_cross_entropy(h, self.output_weight, targets, loss_mask,
-                                     self.mult["output_mult"], self.loss_chunk_rows)
+                                     self.mult["output_mult"], self.loss_chunk_rows, self.ce_chunks)
+
+    def compile_loss(self, **compile_kwargs):
+        """torch.compile the output layer + cross-entropy chunk loop on its own. For when the
+        blocks are compiled one by one (train.py under FSDP, bench.py --compile-scope block):
+        left eager, the loss's element-wise passes over each [rows × 129,280] chunk of fp32
+        logits run as separate kernels (~45 ms of a 424-ms H100 step, docs/PERFORMANCE.md).
+        A whole-model torch.compile already covers the loss; this is not needed there."""
+        self.ce_chunks = torch.compile(_ce_chunks, **compile_kwargs)
+        return self
 
     def new_kv_cache(self, batch_size, max_len, device=None, dtype=None) -> KVCache:
         p = self.embed.weight

@@ -932,6 +932,7 @@ def _train_once(cfg: Config):
         if use_compile:
             for block in raw_model.blocks:
                 block.compile()  # in place: parameter names stay those of the contract
+            raw_model.compile_loss()  # the output layer + loss, which no block covers
         model = apply_fsdp(raw_model, d.device)
     else:
         if use_compile:

@@ -1,11 +1,15 @@
 """
 Where a whole training step's GPU time goes: torch.profiler kernel time of full steps of the
-full model (blocks compiled one by one, bf16 autocast, fused AdamW), bf16 and native FP8,
-grouped into GEMMs, attention, the rest; then SDPA's attention backends timed alone at the
-model's attention shape. bench.py says how fast; this says where to work next.
+full model (blocks and the loss compiled one by one, bf16 autocast, fused AdamW), bf16 and
+native FP8, grouped into GEMMs, attention, the rest; then SDPA's attention backends timed
+alone at the model's attention shape. bench.py says how fast; this says where to work next.
 
     python gpu_tests/step_profile.py                     # bf16 and fp8, seq 4096, micro-batch 4
     python gpu_tests/step_profile.py --variants bf16 --rows 30
+    python gpu_tests/step_profile.py --variants fp8,fp8_whole_amax   # an A/B of fp8.tensor_amax
+
+Variant fp8_whole_amax is FP8 with fp8.tensor_amax replaced by one reduction over the whole
+tensor (what fp8.py did before taking the maximum of row maxima), to measure that choice.
 """
 import argparse
 import itertools
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gpu_tests.common import kernel_times, median_ms, set_compile_limits  # noqa: E402
+import fp8  # noqa: E402
 from model import Xmodel, model_config  # noqa: E402
 
 # Kernel-name patterns per category (cuBLAS/cuBLASLt GEMMs are "nvjet*", "sm90_xmma*", "*gemm*").
@@ -37,16 +42,24 @@ def category(name):
     return "other"
 
 
-def profile_steps(fp8, args):
+SHIPPED_AMAX = fp8.tensor_amax  # kept before a variant replaces it
+
+
+def whole_tensor_amax(t):
+    return t.abs().amax().float()
+
+
+def profile_steps(variant, args):
+    fp8.tensor_amax = whole_tensor_amax if variant == "fp8_whole_amax" else SHIPPED_AMAX
     torch.manual_seed(0)
     cfg = model_config("xmodel-2.5")
     model = Xmodel(cfg).cuda()
     model.loss_chunk_rows = args.loss_chunk_rows
-    if fp8:
-        from fp8 import convert_to_fp8
-        convert_to_fp8(model, backend="native")
+    if variant.startswith("fp8"):
+        fp8.convert_to_fp8(model, backend="native")
     for block in model.blocks:
         block.compile()
+    model.compile_loss()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     batches = [torch.randint(0, cfg.vocab_size, (args.micro_batch, args.seq_len + 1), device="cuda")
                for _ in range(2)]
@@ -118,12 +131,12 @@ def main():
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     totals = {}
     for v in args.variants.split(","):
-        totals[v] = report(v, profile_steps(v == "fp8", args), args.rows)
+        totals[v] = report(v, profile_steps(v, args), args.rows)
         torch._dynamo.reset()
         torch.cuda.empty_cache()  # the model of this variant is gone with profile_steps
-    if len(totals) == 2:
-        print(f"\nkernel time per step: bf16 {totals['bf16']:.1f} ms, fp8 {totals['fp8']:.1f} ms "
-              f"({totals['bf16'] / totals['fp8']:.2f}x)")
+    if "bf16" in totals:
+        for v, t in totals.items():
+            print(f"kernel time per step: {v} {t:.1f} ms ({totals['bf16'] / t:.2f}x bf16)")
     attention_backends(args)
 
 

@@ -303,6 +303,28 @@ def test_compiles_with_fullgraph_for_loss_forward_and_backward():
     torch.testing.assert_close(model.blocks[0].attn.qkv.weight.grad, ref_grad)
 
 
+def test_compile_loss_alone_matches_eager_loss_and_gradients():
+    # The per-block compile path (train.py under FSDP) compiles the loss on its own; the
+    # compiled chunk loop must give the eager loss and the same gradients to h and the
+    # tied output weight (the embedding), masked rows and a short last chunk included.
+    eager, compiled = tiny(), tiny()
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile_loss(fullgraph=True, backend="aot_eager")
+    assert compiled.ce_chunks is not eager.ce_chunks
+    for m in (eager, compiled):
+        m.loss_chunk_rows = 24  # 64 rows: chunks of 24, 24, 16
+    x, y = tokens(2, 32), tokens(2, 32, seed=2)
+    mask = (torch.arange(32) > 4).expand(2, 32)
+    losses = [m(x, y, loss_mask=mask) for m in (eager, compiled)]
+    for loss in losses:
+        loss.backward()
+    torch.testing.assert_close(losses[1], losses[0])
+    for name in ("embed.weight", "norm.weight", "blocks.1.mlp.down.weight"):
+        torch.testing.assert_close(compiled.get_parameter(name).grad, eager.get_parameter(name).grad)
+    with torch.no_grad():  # the evaluation path (no gradients) goes through it too
+        torch.testing.assert_close(compiled(x, y), eager(x, y))
+
+
 def test_flops_per_token_is_6n_plus_the_attention_term():
     with torch.device("meta"):
         model = Xmodel(model_config("xmodel-2.5"))
