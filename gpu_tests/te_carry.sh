@@ -37,14 +37,20 @@ stash)
   mkdir -p $STASH && cp .te/p*/part.* $STASH/ && ls -la $STASH
   ;;
 install)
+  rm -rf $SITE /tmp/te_bind
   cat $STASH/part.* > /tmp/$WHEEL
   [ "$(sha256sum /tmp/$WHEEL | cut -d' ' -f1)" = "$(cat .te/small/core.sha256)" ] \
     || { echo "core wheel checksum differs: a part is missing; stash every part first" >&2; exit 1; }
   python3 -m pip install -q --no-index --no-deps --no-compile --target $SITE /tmp/$WHEEL .te/small/*.whl
   export PYTHONPATH=$SITE:${PYTHONPATH:-}
-  # The binding compiles against the installed torch; NVTE_FRAMEWORK selects it.
+  # The binding compiles against the installed torch (~2.5 min on 16 cores); NVTE_FRAMEWORK
+  # selects it. Its wheel puts the .so in transformer_engine/wheel_lib/, a folder the core
+  # wheel already made, and pip --target skips top-level folders that exist: so it goes to
+  # a folder of its own first and is merged into $SITE after.
   NVTE_FRAMEWORK=pytorch MAX_JOBS=16 python3 -m pip install -q --no-index --no-deps --no-build-isolation \
-    --target $SITE .te/small/transformer_engine_torch-$VERSION.tar.gz
+    --target /tmp/te_bind .te/small/transformer_engine_torch-$VERSION.tar.gz
+  cp -r /tmp/te_bind/. $SITE/
+  ls $SITE/transformer_engine/wheel_lib/
   python3 -c "import transformer_engine.pytorch as te; print('TE', te.__version__ if hasattr(te, '__version__') else '', 'imports')"
   ;;
 *)
