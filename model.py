@@ -316,10 +316,10 @@ class Xmodel(nn.Module):
 
     def compile_loss(self, **compile_kwargs):
         """torch.compile the output layer + cross-entropy chunk loop on its own. For when the
-        blocks are compiled one by one (train.py under FSDP, bench.py --compile-scope block):
-        left eager, the loss's element-wise passes over each [rows × 129,280] chunk of fp32
-        logits run as separate kernels (~45 ms of a 424-ms H100 step, docs/PERFORMANCE.md).
-        A whole-model torch.compile already covers the loss; this is not needed there."""
+        blocks are compiled one by one (train.py, bench.py): left eager, the loss's element-wise
+        passes over each [rows × 129,280] chunk of fp32 logits run as separate kernels
+        (~10% of an H100 step, docs/PERFORMANCE.md). A whole-model torch.compile already
+        covers the loss; this is not needed there."""
         self.ce_chunks = torch.compile(_ce_chunks, **compile_kwargs)
         return self
 
