@@ -105,6 +105,17 @@ def test_zero_or_nonfinite_amax_gives_unit_scale():
     assert fp8.amax_to_scale(torch.tensor(1e-45), E4M3).item() == 1.0  # 448/1e-45 overflows
 
 
+def test_tensor_amax_is_the_largest_magnitude_whatever_the_sign_dtype_or_rank():
+    g = torch.Generator().manual_seed(3)
+    for shape in [(64, 48), (2, 16, 48), (1, 7)]:
+        for dtype in (torch.float32, torch.bfloat16):
+            t = torch.randn(shape, generator=g).to(dtype)
+            t.view(-1)[5] = -9.0  # the largest magnitude is negative, in one row only
+            amax = fp8.tensor_amax(t)
+            assert amax.dtype == torch.float32 and amax.shape == ()
+            assert amax.item() == 9.0 == t.float().abs().max().item()
+
+
 def test_record_amax_pushes_newest_first_and_drops_the_oldest():
     hist = torch.zeros(4)
     for v in [1.0, 2.0, 3.0, 4.0, 5.0]:
