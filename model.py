@@ -222,7 +222,7 @@ def chunked_cross_entropy(h, weight, targets, loss_mask=None, output_mult=1.0, c
                           ce_chunks=_ce_chunks):
     """Mean CE of logits = output_mult · h @ weightᵀ over positions with loss_mask 1 and
     target != -1; never materialises the full [N, V] logits. h: [..., d]; targets: [...].
-    ce_chunks: _ce_chunks itself, or a torch.compile'd copy (Xmodel.compile_loss)."""
+    ce_chunks: _ce_chunks itself, or a torch.compile'd copy (Xmodel.compile_by_block)."""
     h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
     valid = targets != -1
     if loss_mask is not None:
@@ -252,7 +252,7 @@ class Xmodel(nn.Module):
         self.lm_head = (None if config.tie_embeddings else
                         nn.Linear(config.d_model, config.vocab_size, bias=False))
         self.loss_chunk_rows = None  # None: LOSS_CHUNK_ELEMENTS // vocab_size rows per chunk
-        self.ce_chunks = _ce_chunks  # the loss's chunk loop; compile_loss() swaps in a compiled one
+        self.ce_chunks = _ce_chunks  # the loss's chunk loop; compile_by_block() swaps in a compiled one
         # Non-persistent: derived from the config, so never stored in checkpoints.
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
@@ -314,12 +314,15 @@ class Xmodel(nn.Module):
         return chunked_cross_entropy(h, self.output_weight, targets, loss_mask,
                                      self.mult["output_mult"], self.loss_chunk_rows, self.ce_chunks)
 
-    def compile_loss(self, **compile_kwargs):
-        """torch.compile the output layer + cross-entropy chunk loop on its own. For when the
-        blocks are compiled one by one (train.py, bench.py): left eager, the loss's element-wise
-        passes over each [rows × 129,280] chunk of fp32 logits run as separate kernels
-        (~10% of an H100 step, docs/PERFORMANCE.md). A whole-model torch.compile already
-        covers the loss; this is not needed there."""
+    def compile_by_block(self, **compile_kwargs):
+        """torch.compile each block on its own (the identical blocks share one compiled graph;
+        in place, so parameter names do not change) and the output layer + cross-entropy chunk
+        loop on their own (left eager, the loss's element-wise passes over each [rows × 129,280]
+        chunk of fp32 logits would run as separate kernels: ~10% of an H100 step). How train.py
+        and bench.py compile: on one H100 as fast as one whole-model torch.compile, compiled in
+        under half the time (docs/PERFORMANCE.md), and the same graphs under DDP and FSDP2."""
+        for block in self.blocks:
+            block.compile(**compile_kwargs)
         self.ce_chunks = torch.compile(_ce_chunks, **compile_kwargs)
         return self
 

@@ -57,9 +57,7 @@ def profile_steps(variant, args):
     model.loss_chunk_rows = args.loss_chunk_rows
     if variant.startswith("fp8"):
         fp8.convert_to_fp8(model, backend="native")
-    for block in model.blocks:
-        block.compile()
-    model.compile_loss()
+    model.compile_by_block()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     batches = [torch.randint(0, cfg.vocab_size, (args.micro_batch, args.seq_len + 1), device="cuda")
                for _ in range(2)]

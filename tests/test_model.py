@@ -303,13 +303,13 @@ def test_compiles_with_fullgraph_for_loss_forward_and_backward():
     torch.testing.assert_close(model.blocks[0].attn.qkv.weight.grad, ref_grad)
 
 
-def test_compile_loss_alone_matches_eager_loss_and_gradients():
-    # The per-block compile path (train.py under FSDP) compiles the loss on its own; the
-    # compiled chunk loop must give the eager loss and the same gradients to h and the
-    # tied output weight (the embedding), masked rows and a short last chunk included.
+def test_compile_by_block_matches_eager_loss_and_gradients():
+    # train.py compiles each block and the loss on their own; the compiled model must give
+    # the eager loss and the same gradients to the blocks, the final norm and the tied
+    # output weight (the embedding), masked rows and a short last loss chunk included.
     eager, compiled = tiny(), tiny()
     compiled.load_state_dict(eager.state_dict())
-    compiled.compile_loss(fullgraph=True, backend="aot_eager")
+    compiled.compile_by_block(fullgraph=True, backend="aot_eager")
     assert compiled.ce_chunks is not eager.ce_chunks
     for m in (eager, compiled):
         m.loss_chunk_rows = 24  # 64 rows: chunks of 24, 24, 16
