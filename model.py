@@ -274,11 +274,13 @@ def liger_chunk_mem_const(rows, d, vocab, chunk_rows):
 
 
 @torch.compiler.disable  # their Triton launches and host reads (.item(), nonzero) stay eager
-def external_cross_entropy(impl, h, weight, targets, loss_mask=None, output_mult=1.0, chunk_rows=None):
+def external_cross_entropy(impl, h, weight, targets, loss_mask=None, output_mult=1.0, chunk_rows=None,
+                           options=None):
     """chunked_cross_entropy's mean loss through liger-kernel or cut-cross-entropy: ignored and
     masked-out rows get the packages' ignore index; the µP output multiplier is folded into h
     ((output_mult·h) @ Wᵀ is the same product: neither package takes a logit scale); operands in
-    the autocast dtype, as the chunked loss casts them."""
+    the autocast dtype, as the chunked loss casts them. options: keyword arguments for the
+    package's function that replace the choices below (loss_bench.py times its defaults too)."""
     check_loss_impl(impl)
     h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
     ignored = targets == -1
@@ -292,13 +294,15 @@ def external_cross_entropy(impl, h, weight, targets, loss_mask=None, output_mult
         from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
         chunk_rows = chunk_rows or max(1, LOSS_CHUNK_ELEMENTS // weight.shape[0])
         # accum_dtype fp32: the weight gradient sums over chunks in fp32 (default: in w's bf16)
-        return liger_fused_linear_cross_entropy(
-            x, w, targets, ignore_index=EXTERNAL_IGNORE_INDEX, accum_dtype=torch.float32,
-            chunk_mem_const=liger_chunk_mem_const(x.shape[0], x.shape[1], w.shape[0], chunk_rows))
+        kwargs = dict(accum_dtype=torch.float32,
+                      chunk_mem_const=liger_chunk_mem_const(x.shape[0], x.shape[1], w.shape[0], chunk_rows))
+        return liger_fused_linear_cross_entropy(x, w, targets, ignore_index=EXTERNAL_IGNORE_INDEX,
+                                                **{**kwargs, **(options or {})})
     from cut_cross_entropy import linear_cross_entropy
     # filter_eps=None: exact gradients (its default skips blocks of soft-max values below
     # 2^-12, an approximation; loss_bench.py measures both)
-    return linear_cross_entropy(x, w, targets, ignore_index=EXTERNAL_IGNORE_INDEX, filter_eps=None)
+    return linear_cross_entropy(x, w, targets, ignore_index=EXTERNAL_IGNORE_INDEX,
+                                **{"filter_eps": None, **(options or {})})
 
 
 class Xmodel(nn.Module):
