@@ -338,22 +338,26 @@ def _decode_text(data: bytes, where, stats):
         return text
 
 
+TEXT_SUFFIXES = (".txt", ".md")  # plain text: one document per file unless --txt-split blank
+INPUT_SUFFIXES = TEXT_SUFFIXES + (".jsonl", ".parquet")
+
+
 def expand_inputs(inputs):
-    """Paths (files, folders searched recursively for .txt/.jsonl/.parquet) and 'hf:' specs."""
+    """Paths (files, folders searched recursively for .txt/.md/.jsonl/.parquet) and 'hf:' specs."""
     out = []
     for spec in inputs:
         spec = str(spec)
         if spec.startswith("hf:"):
             out.append(spec)
         elif os.path.isdir(spec):
-            found = sorted(p for ext in ("txt", "jsonl", "parquet")
-                           for p in glob.glob(os.path.join(spec, "**", f"*.{ext}"), recursive=True))
+            found = sorted(p for ext in INPUT_SUFFIXES
+                           for p in glob.glob(os.path.join(spec, "**", f"*{ext}"), recursive=True))
             if not found:
-                raise PrepareError(f"input folder {spec} holds no .txt/.jsonl/.parquet files")
+                raise PrepareError(f"input folder {spec} holds no .txt/.md/.jsonl/.parquet files")
             out += found
         elif os.path.isfile(spec):
-            if not spec.endswith((".txt", ".jsonl", ".parquet")):
-                raise PrepareError(f"input {spec}: unknown type (expected .txt, .jsonl, .parquet or hf:NAME)")
+            if not spec.endswith(INPUT_SUFFIXES):
+                raise PrepareError(f"input {spec}: unknown type (expected .txt, .md, .jsonl, .parquet or hf:NAME)")
             out.append(spec)
         else:
             raise PrepareError(f"input {spec} does not exist")
@@ -413,9 +417,9 @@ def iter_documents(inputs, field="text", sft=False, txt_split="file", stats=None
     skipped and counted in stats."""
     stats = Counter() if stats is None else stats
     for spec in expand_inputs(inputs):
-        if spec.endswith(".txt"):
+        if spec.endswith(TEXT_SUFFIXES):
             if sft:
-                raise PrepareError(f"{spec}: --sft takes chat .jsonl/.parquet/hf inputs, not .txt")
+                raise PrepareError(f"{spec}: --sft takes chat .jsonl/.parquet/hf inputs, not plain text")
             text = _decode_text(Path(spec).read_bytes(), spec, stats)
             docs = [text] if txt_split == "file" else text.split("\n\n")
             if not text.strip():
@@ -449,6 +453,24 @@ def iter_documents(inputs, field="text", sft=False, txt_split="file", stats=None
             yield text
         if stats["documents_read"] == n_before and not spec.startswith("hf:"):
             stats["empty_files"] += 1
+
+
+def _no_train_documents(inputs, files, documents, docs_per_split, stats, val_fraction, txt_split):
+    """The message for a run that found nothing to train on, naming why and the fix."""
+    where = inputs if not documents else "the default corpus"
+    skipped = {k: v for k, v in stats.items() if k != "documents_read"}
+    note = f" (skipped: {skipped})" if skipped else ""
+    n_val = docs_per_split["val"]
+    if not n_val:
+        return f"no documents in {where}{note}"
+    # The val split takes document 0 first (is_val), so a corpus of one document, e.g. a single
+    # .txt read as one document, leaves the train split empty.
+    msg = (f"all {n_val} document(s) of {where} went to the validation split (--val-fraction "
+           f"{val_fraction} sends document 0 there first), none is left to train on{note}")
+    if txt_split == "file" and any(f.endswith(TEXT_SUFFIXES) for f in files):
+        return msg + ("; a .txt/.md file is one document: pass --txt-split blank to make each "
+                      "blank-line separated paragraph a document, or give more input files")
+    return msg + "; give more documents"
 
 
 def is_val(i, val_fraction):
@@ -785,8 +807,8 @@ def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, va
         t_enc = time.time() - t_enc
         splits = {s: w.close() for s, w in writers.items()}
         if not splits["train"]["tokens"]:
-            raise PrepareError(f"no documents in {inputs if not documents else 'the default corpus'} "
-                               f"(skipped: {dict(stats)})")
+            raise PrepareError(_no_train_documents(inputs, files, documents, docs_per_split, stats,
+                                                   val_fraction, txt_split))
         for s in splits:
             splits[s]["documents"] = docs_per_split[s]
         tok.save(stage)
