@@ -1226,6 +1226,7 @@ def _prepare_source(name, spec, folder, i, n, tok, load_dataset, manifest, *, ma
     settings = {"format_version": FORMAT_VERSION, "pipeline_version": PIPELINE_VERSION, "source": name,
                 "stream": {k: spec[k] for k in sorted(spec) if k not in _DOC_KEYS}, "tokenizer": tok.sha256,
                 "max_tokens": max_tokens, "val_fraction": val_fraction, "shard_tokens": shard_tokens}
+    settings = json.loads(json.dumps(settings))  # as plan.json will read back (tuples become lists)
     key = sha256_bytes(json.dumps(settings, sort_keys=True).encode())
     merged = _read_json(folder / "meta.json")
     if merged is not None and "recipe" not in merged:

@@ -52,7 +52,7 @@ def standins(tmp_path):
 sources = {{
     "web": dict(path="json", url_list={str(src / 'urls.txt')!r}, url_match=r"/web-\\d+\\.jsonl$", text="text",
                 licence="test", size="12 documents"),
-    "code": dict(path="parquet", data_files={str(src / 'code.parquet')!r}, text="content", licence="test",
+    "code": dict(path="parquet", data_files=({str(src / 'code.parquet')!r},), text="content", licence="test",
                  size="7 snippets"),
     "chat": dict(path="arrow", data_files={str(next((src / 'chat').glob('*.arrow')))!r}, chat="messages",
                  licence="test", size="4 conversations"),
@@ -177,14 +177,19 @@ def test_last_part_to_finish_merges_on_a_shared_folder_and_merge_names_missing_p
     assert any("merged 3 part(s)" in line for line in logs)
 
 
+@pytest.mark.parametrize("source, dies_in, finished", [
+    ("web", 3, ["file-000000", "file-000001"]),  # 4 files: resumes at the third
+    ("code", 1, []),  # 1 file, listed as a tuple in the manifest: the plan must read back equal
+])
 def test_interrupted_run_resumes_at_the_last_finished_file_and_matches_a_clean_run(standins, tmp_path, tok,
-                                                                                  monkeypatch):
-    clean, _ = build(standins, tmp_path / "clean", ["web"], tok)
+                                                                                  monkeypatch, source, dies_in,
+                                                                                  finished):
+    clean, _ = build(standins, tmp_path / "clean", [source], tok)
     real_prepare, built, fired = prepare.prepare, [], []
 
-    def dies_in_the_third_file(inputs, out, *a, **kw):
+    def dies_in_one_file(inputs, out, *a, **kw):
         built.append(Path(out).name)
-        if len(built) == 3 and not fired:
+        if len(built) == dies_in and not fired:
             fired.append(True)
             docs = kw["documents"]
 
@@ -194,17 +199,18 @@ def test_interrupted_run_resumes_at_the_last_finished_file_and_matches_a_clean_r
             kw["documents"] = killed
         return real_prepare(inputs, out, *a, **kw)
 
-    monkeypatch.setattr(prepare, "prepare", dies_in_the_third_file)
+    monkeypatch.setattr(prepare, "prepare", dies_in_one_file)
     with pytest.raises(KeyboardInterrupt):
-        build(standins, tmp_path / "data", ["web"], tok)
-    part = tmp_path / "data" / "web" / "part-00000-of-00001"
-    assert sorted(p.name for p in part.iterdir()) == ["file-000000", "file-000001", "plan.json"]  # no debris
-    assert not (tmp_path / "data" / "web" / "meta.json").exists()
+        build(standins, tmp_path / "data", [source], tok)
+    part = tmp_path / "data" / source / "part-00000-of-00001"
+    assert sorted(p.name for p in part.iterdir()) == finished + ["plan.json"]  # no debris
+    assert not (tmp_path / "data" / source / "meta.json").exists()
     built.clear()
-    resumed, _ = build(standins, tmp_path / "data", ["web"], tok)
-    assert built == ["file-000002", "file-000003"]  # finished files are not read again
+    resumed, _ = build(standins, tmp_path / "data", [source], tok)
+    n_files = len(WEB) if source == "web" else 1
+    assert built == [f"file-{k:06d}" for k in range(len(finished), n_files)]  # finished files are not read again
     strip = lambda m: [(s["tokens"], s["sha256"]) for sp in m["splits"].values() for s in sp["shards"]]  # noqa: E731
-    assert strip(resumed["web"]) == strip(clean["web"])
+    assert strip(resumed[source]) == strip(clean[source])
 
 
 def test_rerun_is_a_noop_that_opens_no_stream(standins, tmp_path, tok, monkeypatch):
