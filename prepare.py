@@ -975,6 +975,8 @@ def open_source_stream(name, spec, load_dataset):
     description of it. With url_list, the data files are the lines of that file (itself read
     through load_dataset's 'text' builder) that match url_match."""
     what = spec["path"] + "".join(f" {k}={spec[k]}" for k in ("name", "split", "data_dir", "revision") if spec.get(k))
+    if "url_list" in spec:
+        what += f" files of {spec['url_list']}"
     try:
         data_files = spec.get("data_files")
         if "url_list" in spec:
@@ -983,7 +985,7 @@ def open_source_stream(name, spec, load_dataset):
             if not data_files:
                 raise PrepareError(f"source {name!r}: no line of {spec['url_list']} matches url_match "
                                    f"{spec['url_match']!r}; fix url_match in the manifest")
-            what += f" ({len(data_files)} files of {spec['url_list']})"
+            what = what.replace(" files of ", f" ({len(data_files)} files) of ")
         extra = {k: spec[k] for k in ("data_dir", "revision") if spec.get(k)}
         stream = load_dataset(spec["path"], spec.get("name"), split=spec.get("split", "train"),
                               data_files=data_files, streaming=True, **extra)
