@@ -864,7 +864,7 @@ def verify_dataset(folder, full=True):
 
 # ----------------------------------------------------------------------------- the recipe's data (RECIPE §5)
 # `python prepare.py --recipe stable|decay|all|NAME...` builds data/NAME/ for the sources of the
-# recipe's mixes listed in the manifest config/recipe_data.py, streaming each one through
+# recipe's mixes listed in the manifest config/data/recipe.py, streaming each one through
 # `datasets.load_dataset(..., streaming=True)`: nothing is downloaded before it is tokenized.
 # One source folder (every level is a complete dataset, so Mixture reads it unchanged):
 #     data/NAME/meta.json                         the merge of all parts; its shard paths point into them
@@ -877,7 +877,7 @@ def verify_dataset(folder, full=True):
 # staging folder). The last part to finish merges the source (shared file system); parts built on
 # separate disks are copied into one folder and joined with --merge.
 
-RECIPE_MANIFEST = Path(__file__).resolve().parent / "config" / "recipe_data.py"
+RECIPE_MANIFEST = Path(__file__).resolve().parent / "config" / "data" / "recipe.py"
 MANIFEST_KEYS = ("path", "name", "split", "data_dir", "data_files", "revision", "url_list", "url_match",
                  "text", "chat", "licence", "size", "choice")
 _DOC_KEYS = ("licence", "size", "choice")  # for people; they do not change the data
@@ -888,7 +888,7 @@ def _short(error):
 
 
 def load_manifest(path=RECIPE_MANIFEST):
-    """-> (sources, mixes) of a manifest file in config/recipe_data.py's format, checked up front."""
+    """-> (sources, mixes) of a manifest file in config/data/recipe.py's format, checked up front."""
     path = str(path)
     try:
         code = Path(path).read_text(encoding="utf-8")
@@ -1217,9 +1217,9 @@ def prepare_recipe(targets, root="data", *, manifest=RECIPE_MANIFEST, shard=None
                                         max_tokens=max_tokens, val_fraction=val_fraction,
                                         shard_tokens=shard_tokens, workers=workers, force=force,
                                         progress=progress, log=log)
-    done = [k for k, v in results.items() if v is not None]
-    log(f"recipe: {len(done)} of {len(names)} sources complete in {root}"
-        + (f"; waiting for other parts: {', '.join(k for k in names if k not in done)}" if len(done) < len(names) else ""))
+    waiting = [k for k, v in results.items() if v is None]
+    log(f"recipe: {len(names) - len(waiting)} of {len(names)} sources complete in {root}"
+        + (f"; waiting for other parts: {', '.join(waiting)}" if waiting else ""))
     return results
 
 
@@ -1239,8 +1239,9 @@ def _prepare_source(name, spec, folder, i, n, tok, load_dataset, manifest, *, ma
             log(f"{folder} is up to date ({merged['splits']['train']['tokens']:,} training tokens): nothing to do")
             return merged
         if merged["recipe"]["recipe_key"] != key:
-            raise PrepareError(f"{folder} was prepared with other settings ({_settings_diff(merged['recipe']['settings'], settings)}); "
-                               f"add --force to rebuild it, or --out ANOTHER_FOLDER to keep it")
+            changed = _settings_diff(merged["recipe"]["settings"], settings)
+            raise PrepareError(f"{folder} was prepared with other settings ({changed}); add --force to rebuild "
+                               f"it, or --out ANOTHER_FOLDER to keep it")
     part = folder / _part_name(i, n)
     if force:
         if merged is not None:
@@ -1407,7 +1408,8 @@ def main(argv=None):
     # the recipe's data (RECIPE §5; docs/RECIPE_DATA.md)
     p.add_argument("--recipe", nargs="+", metavar="NAME", help="build data/NAME for the recipe's mixes: stable, "
                    "decay, all, or sources of --manifest (streamed from the Hugging Face hub; --out: the parent)")
-    p.add_argument("--manifest", default=str(RECIPE_MANIFEST), help="with --recipe: the sources (config/recipe_data.py)")
+    p.add_argument("--manifest", default=str(RECIPE_MANIFEST),
+                   help="with --recipe: the sources (config/data/recipe.py)")
     p.add_argument("--shard", metavar="I/N", help="with --recipe: build part I of N (from 0) of every source, e.g. "
                    "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
     p.add_argument("--merge", action="store_true", help="with --recipe: only join each source's finished parts")

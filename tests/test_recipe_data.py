@@ -32,7 +32,7 @@ def tok():
 
 @pytest.fixture
 def standins(tmp_path):
-    """Files in three formats plus a manifest in config/recipe_data.py's format pointing at them."""
+    """Files in three formats plus a manifest in config/data/recipe.py's format pointing at them."""
     import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -163,7 +163,8 @@ def test_shard_slices_are_disjoint_their_union_is_the_whole_and_they_merge(stand
     total = lambda m: sum(s["tokens"] for s in m["splits"].values())  # noqa: E731 (val: document 0 of each file)
     assert total(merged) == total(whole[source]) and merged["splits"]["val"]["tokens"] > 0
     assert sorted(documents(tmp_path / "data" / source, tok)) == sorted(flat)
-    assert merged["recipe"]["stream_files"] == n_files and prepare.load_tokenizer(tmp_path / "data" / source).eos_id == 1
+    assert merged["recipe"]["stream_files"] == n_files
+    assert prepare.load_tokenizer(tmp_path / "data" / source).eos_id == 1  # tokenizer.json at the top too
 
 
 def test_last_part_to_finish_merges_on_a_shared_folder_and_merge_names_missing_parts(standins, tmp_path, tok):

@@ -1,8 +1,9 @@
 # The recipe's data (RECIPE §5): where every source of the stable and decay mixes comes from.
-# Not a phase config (train.py does not read it): `python prepare.py --recipe stable|decay|all|NAME`
-# streams each source below, tokenizes it with DeepSeek-V3 and writes data/NAME/, the folders
-# that config/stable_s1.py, stable_s2.py and decay_muon.py mix. The table and the reasons for each
-# choice are in docs/RECIPE_DATA.md; tests/test_recipe_data.py checks the names against the configs.
+# Not a phase config, hence config/data/ and not config/*.py: train.py does not read it.
+# `python prepare.py --recipe stable|decay|all|NAME` streams each source below, tokenizes it with
+# DeepSeek-V3 and writes data/NAME/, the folders that config/stable_s1.py, stable_s2.py and
+# decay_muon.py mix. The table and the reasons for each choice are in docs/RECIPE_DATA.md;
+# tests/test_recipe_data.py checks the names against the configs.
 #
 # An entry is one call of datasets.load_dataset(path, name, split=, data_dir=, data_files=,
 # revision=, streaming=True) and the record field holding the document: `text` (plain text, code)
