@@ -5,6 +5,7 @@
     python prepare.py --input chat.jsonl --out data/sft --tokenizer data/default --sft
     python prepare.py --verify data/default   # re-hash every shard against meta.json
     python prepare.py --corpus proxy          # data/proxy/<source>: the proxy corpus (docs/CORPUS.md)
+    python prepare.py --recipe stable          # the recipe's data (RECIPE §5): see docs/RECIPE_DATA.md
 
 A dataset is a folder (format_version 1):
     meta.json            tokenizer identity, dtype, per-split token counts, per-shard sha256,
@@ -34,12 +35,14 @@ Choices (the issue leaves them open):
   only once the new one is complete.
 """
 import argparse
+import difflib
 import glob
 import hashlib
 import itertools
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -1087,13 +1090,14 @@ def _remove_stale_partials(out):
 def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, val_fraction=0.01,
             shard_tokens=DEFAULT_SHARD_TOKENS, txt_split="file", max_docs=None, workers=DEFAULT_WORKERS,
             name=None, source=None, documents=None, eos_token=None, force=False, progress=True,
-            load_dataset=None, log=print, meta_extra=None) -> dict:
+            load_dataset=None, log=print, meta_extra=None, max_tokens=None) -> dict:
     """Tokenize inputs into the dataset folder `out`; returns its meta dict. tokenizer: any
     load_tokenizer spec, or 'bpe:N' to train a byte-level BPE of vocab N on the train split.
     documents: optional callable(stats) -> document iterator replacing the input readers
     (the inputs then only feed the fingerprint). meta_extra: JSON-able keys added to
     meta.json (and to the fingerprint), e.g. a source's package, version and licence.
-    A no-op when out is up to date."""
+    max_tokens: a budget of training tokens; writing stops at the first document boundary at
+    or past it (val documents come on top). A no-op when out is up to date."""
     t0 = time.time()
     out = Path(out)
     files = expand_inputs(inputs)
@@ -1104,6 +1108,8 @@ def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, va
     tok = None if train_vocab else load_tokenizer(tokenizer, eos_token)
     options = {"field": field, "sft": sft, "val_fraction": val_fraction, "shard_tokens": shard_tokens,
                "txt_split": txt_split, "max_docs": max_docs, "documents": getattr(documents, "__qualname__", None)}
+    if max_tokens is not None:  # only when set, so datasets built before the option stay up to date
+        options["max_tokens"] = max_tokens
     fingerprint = inputs_fingerprint(files, f"bpe:{train_vocab}" if train_vocab else tok.sha256,
                                      dict(options, meta_extra=meta_extra) if meta_extra else options)
     if (out / "meta.json").exists() and not force:
@@ -1141,12 +1147,18 @@ def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, va
         bar = tqdm(total=total_bytes or None, unit="B", unit_scale=True, desc=f"tokenizing {out.name}",
                    disable=not progress, mininterval=0.5)
         t_enc = time.time()
+        train_tokens = 0
         for splits, encoded, nbytes in encode_stream(tok, _batches(docs_iter(), val_fraction, max_docs, stats),
                                                      workers):
             for split, (ids, mask) in zip(splits, encoded):
                 writers[split].add(ids, mask)
                 docs_per_split[split] += 1
+                train_tokens += len(ids) if split == "train" else 0
+                if max_tokens is not None and train_tokens >= max_tokens:
+                    break
             bar.update(nbytes)
+            if max_tokens is not None and train_tokens >= max_tokens:
+                break
         bar.close()
         t_enc = time.time() - t_enc
         splits = {s: w.close() for s, w in writers.items()}
@@ -1214,6 +1226,427 @@ def verify_dataset(folder, full=True):
                 if full and sha256_file(path) != s[sha_key]:
                     raise PrepareError(f"shard {path} fails its sha256 check against meta.json; {fix}")
     return meta
+
+
+# ----------------------------------------------------------------------------- the recipe's data (RECIPE §5)
+# `python prepare.py --recipe stable|decay|all|NAME...` builds data/NAME/ for the sources of the
+# recipe's mixes listed in the manifest config/data/recipe.py, streaming each one through
+# `datasets.load_dataset(..., streaming=True)`: nothing is downloaded before it is tokenized.
+# One source folder (every level is a complete dataset, so Mixture reads it unchanged):
+#     data/NAME/meta.json                         the merge of all parts; its shard paths point into them
+#     data/NAME/part-00003-of-00008/              what `--shard 3/8` builds: plan.json, then meta.json
+#     data/NAME/part-00003-of-00008/file-000017/  one file of the stream, written by prepare()
+# Parts: a stream of F files is cut by files when F >= N (part i takes files F*i//N to F*(i+1)//N),
+# else every part reads every file and keeps the records r with r % N == i. Both are deterministic
+# and disjoint, and the N parts together are the whole stream. A file is the unit of resume: a
+# finished one is never read again; an interrupted one is rebuilt (prepare() wrote it into a
+# staging folder). The last part to finish merges the source (shared file system); parts built on
+# separate disks are copied into one folder and joined with --merge.
+
+RECIPE_MANIFEST = Path(__file__).resolve().parent / "config" / "data" / "recipe.py"
+MANIFEST_KEYS = ("path", "name", "split", "data_dir", "data_files", "revision", "url_list", "url_match",
+                 "text", "chat", "licence", "size", "choice")
+_DOC_KEYS = ("licence", "size", "choice")  # for people; they do not change the data
+
+
+def _short(error):
+    return " ".join(str(error).split())[:240]
+
+
+def load_manifest(path=RECIPE_MANIFEST):
+    """-> (sources, mixes) of a manifest file in config/data/recipe.py's format, checked up front."""
+    path = str(path)
+    try:
+        code = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise PrepareError(f"manifest {path} cannot be read ({e.strerror}); pass --manifest PATH") from None
+    namespace = {"__file__": os.path.abspath(path)}
+    try:
+        exec(compile(code, path, "exec"), namespace)
+    except Exception as e:
+        raise PrepareError(f"manifest {path} fails to load ({type(e).__name__}: {_short(e)}); fix it") from None
+    sources, mixes = namespace.get("sources"), namespace.get("mixes")
+    if not isinstance(sources, dict) or not isinstance(mixes, dict):
+        raise PrepareError(f"manifest {path} must define `sources` (name -> entry) and `mixes` (mix -> [names])")
+    for name, spec in sources.items():
+        where = f"manifest {path}: source {name!r}"
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
+            raise PrepareError(f"{where}: the name is its folder under data/: use lowercase letters, digits, . _ -")
+        if not isinstance(spec, dict) or not isinstance(spec.get("path"), str):
+            raise PrepareError(f"{where}: needs a dict with path= (a hub id, or a builder such as 'json')")
+        for key in spec:
+            if key not in MANIFEST_KEYS:
+                close = difflib.get_close_matches(key, MANIFEST_KEYS, n=1)
+                raise PrepareError(f"{where}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                                   + f"; keys: {', '.join(MANIFEST_KEYS)}")
+        if ("text" in spec) == ("chat" in spec):
+            raise PrepareError(f"{where}: give exactly one of text=FIELD (plain text, code) or chat=FIELD "
+                               f"(SFT: a list of {{role, content}} messages)")
+        if ("url_list" in spec) != ("url_match" in spec):
+            raise PrepareError(f"{where}: url_list and url_match go together (the file listing the data "
+                               f"files, and the regex that picks this source's lines)")
+        if "url_match" in spec:
+            try:
+                re.compile(spec["url_match"])
+            except re.error as e:
+                raise PrepareError(f"{where}: url_match is not a regex ({e})") from None
+    for mix, names in mixes.items():
+        if mix == "all" or mix in sources or not isinstance(names, (list, tuple)):
+            raise PrepareError(f"manifest {path}: mix {mix!r} must be a list of source names and not be "
+                               f"named 'all' or like a source")
+        for n in names:
+            if n not in sources:
+                raise PrepareError(f"manifest {path}: mix {mix!r} names {n!r}, which is not in `sources`")
+    return sources, mixes
+
+
+def recipe_names(targets, sources, mixes, manifest=RECIPE_MANIFEST):
+    """--recipe arguments (mix names, 'all', source names) -> source names, in manifest order per group."""
+    names = []
+    for target in targets:
+        if target == "all":
+            group = list(sources)
+        elif target in mixes:
+            group = list(mixes[target])
+        elif target in sources:
+            group = [target]
+        else:
+            known = ["all", *mixes, *sources]
+            close = difflib.get_close_matches(target, known, n=1)
+            raise PrepareError(f"unknown source {target!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                               + f": --recipe takes {', '.join(known)} (from {manifest})")
+        names += [n for n in group if n not in names]
+    return names
+
+
+def parse_shard(text):
+    """'I/N' -> (I, N): part I of N, counted from 0 (a SLURM array's task id)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not m or int(m[2]) < 1 or int(m[1]) >= int(m[2]):
+        raise PrepareError(f"--shard {text}: expected I/N with 0 <= I < N (part I of N, counted from 0)")
+    return int(m[1]), int(m[2])
+
+
+def _datasets_load():
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise PrepareError("--recipe streams its sources through the Hugging Face `datasets` package, "
+                           "which is not installed: pip install datasets==5.2.0") from None
+    return load_dataset
+
+
+def open_source_stream(name, spec, load_dataset):
+    """The source as a streaming datasets.IterableDataset (nothing downloaded up front), and a
+    description of it. With url_list, the data files are the lines of that file (itself read
+    through load_dataset's 'text' builder) that match url_match."""
+    what = spec["path"] + "".join(f" {k}={spec[k]}" for k in ("name", "split", "data_dir", "revision") if spec.get(k))
+    if "url_list" in spec:
+        what += f" files of {spec['url_list']}"
+    try:
+        data_files = spec.get("data_files")
+        if "url_list" in spec:
+            lines = load_dataset("text", data_files=spec["url_list"], split="train", streaming=True)
+            data_files = [r["text"].strip() for r in lines if re.search(spec["url_match"], r["text"])]
+            if not data_files:
+                raise PrepareError(f"source {name!r}: no line of {spec['url_list']} matches url_match "
+                                   f"{spec['url_match']!r}; fix url_match in the manifest")
+            what = what.replace(" files of ", f" ({len(data_files)} files) of ")
+        extra = {k: spec[k] for k in ("data_dir", "revision") if spec.get(k)}
+        stream = load_dataset(spec["path"], spec.get("name"), split=spec.get("split", "train"),
+                              data_files=data_files, streaming=True, **extra)
+    except PrepareError:
+        raise
+    except Exception as e:  # no network, a wrong id or split, a gated set without a login
+        raise PrepareError(f"source {name!r}: cannot stream {what} ({type(e).__name__}: {_short(e)}); check the "
+                           f"network and the source's entry in the manifest (a gated set needs its terms "
+                           f"accepted on the hub and `hf auth login`)") from None
+    return stream, what
+
+
+def _source_documents(name, spec, records, stride, offset, stats_box, where, manifest):
+    """Documents of one file of a source: text, or a render_chat segment list for chat sources;
+    only records r with r % stride == offset. Counts go to stats_box[0] (swapped by the caller)."""
+    field = spec.get("text", spec.get("chat"))
+    kind = "text" if "text" in spec else "chat"
+    fix = f"set the source's {kind} field in {manifest}"
+    try:
+        for r, record in enumerate(records):
+            if r % stride != offset:
+                continue
+            at = f"source {name!r}: {where} record {r + 1}"
+            if field not in record:
+                raise PrepareError(f"{at} has no field {field!r} (fields: {sorted(record)[:8]}); {fix}")
+            value = record[field]
+            if kind == "chat":
+                chat = chat_from_record({"messages": value}, f"{at} field {field!r}")
+                if not any(train for _, train in chat):
+                    stats_box[0]["chats_without_assistant_reply"] += 1
+                    continue
+                yield chat
+            elif not isinstance(value, str):
+                raise PrepareError(f"{at}: field {field!r} is {type(value).__name__}, not text; {fix}")
+            elif not value.strip():
+                stats_box[0]["empty_documents"] += 1
+            else:
+                yield value
+    except PrepareError:
+        raise
+    except Exception as e:  # a dropped connection or a broken file in the middle of the stream
+        raise PrepareError(f"source {name!r}: reading {where} failed ({type(e).__name__}: {_short(e)}); run "
+                           f"the same command again: it resumes at this file") from None
+
+
+def _replace_file(path, data):
+    """write_atomic under this process's own temporary name: parts that finish together may
+    merge the same source at the same moment (their meta.json bytes are then equal)."""
+    own = Path(f"{path}.{os.getpid()}")
+    write_atomic(own, data)
+    os.replace(own, path)
+
+
+def merge_datasets(folder, children, *, name, source, tokenizer_meta, tokenizer_json, sft, recipe):
+    """Makes `folder` one dataset whose meta.json lists the shards of its child dataset folders
+    (paths relative to folder): nothing is copied, and Mixture and verify_dataset read it like
+    any other. tokenizer_json: the tokenizer.json text (None for tiktoken)."""
+    folder = Path(folder)
+    dtype = "uint16" if tokenizer_meta["vocab_size"] <= 1 << 16 else "uint32"  # prepare()'s rule
+    splits = {s: {"tokens": 0, "shards": [], "documents": 0} for s in ("train", "val")}
+    stats, template = Counter(), None
+    for child in children:
+        meta = _read_meta(folder / child)
+        if meta["tokenizer"]["sha256"] != tokenizer_meta["sha256"] or meta["dtype"] != dtype:
+            raise PrepareError(f"{folder / child} was tokenized with {meta['tokenizer']['name']} "
+                               f"(sha256 {meta['tokenizer']['sha256'][:12]}), the rest with {tokenizer_meta['name']} "
+                               f"(sha256 {tokenizer_meta['sha256'][:12]}); rebuild it with --force")
+        for split_name, split in meta["splits"].items():
+            into = splits.setdefault(split_name, {"tokens": 0, "shards": [], "documents": 0})
+            into["tokens"] += split["tokens"]
+            into["documents"] += split.get("documents", 0)
+            for shard in split["shards"]:
+                shard = dict(shard, file=f"{child}/{shard['file']}")
+                if "mask_file" in shard:
+                    shard["mask_file"] = f"{child}/{shard['mask_file']}"
+                into["shards"].append(shard)
+        stats.update(meta.get("stats", {}))
+        template = template or meta.get("chat_template")
+    meta = {"format_version": FORMAT_VERSION, "name": name, "source": source, "tokenizer": tokenizer_meta,
+            "dtype": dtype, "has_loss_mask": bool(sft), "eos_after_each_document": True, "splits": splits,
+            "inputs_fingerprint": recipe["recipe_key"], "stats": dict(stats), "recipe": recipe}
+    if template:
+        meta["chat_template"] = template
+    folder.mkdir(parents=True, exist_ok=True)
+    if tokenizer_json is not None:
+        _replace_file(folder / "tokenizer.json", tokenizer_json.encode())
+    _replace_file(folder / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False).encode())  # last
+    fsync_dir(folder)
+    return meta
+
+
+def _part_name(i, n):
+    return f"part-{i:05d}-of-{n:05d}"
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _settings_diff(old, new):
+    keys = sorted(set(old) | set(new))
+    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)) or "none"
+
+
+def _part_done(part, key=None):
+    """A finished part: meta.json (written last) over a plan of this recipe key, all shards there."""
+    meta, plan = _read_json(part / "meta.json"), _read_json(part / "plan.json")
+    return (meta is not None and plan is not None and (key is None or plan["recipe_key"] == key)
+            and _complete(part, meta))
+
+
+def _build_part(name, spec, folder, i, n, tok, key, settings, load_dataset, manifest, *, max_tokens,
+                val_fraction, shard_tokens, workers, progress, log):
+    """Builds (or finishes) part i of n of one source, file by file; returns the part's meta."""
+    part = folder / _part_name(i, n)
+    stream, what = open_source_stream(name, spec, load_dataset)
+    n_files = stream.num_shards
+    if n_files >= n:
+        files, stride, offset = range(n_files * i // n, n_files * (i + 1) // n), 1, 0
+    else:
+        files, stride, offset = range(n_files), n, i
+    budget = None if max_tokens is None else max_tokens // n + (i < max_tokens % n)
+    plan = {"recipe_key": key, "settings": settings, "shard": [i, n], "stream_files": n_files,
+            "files": [files.start, files.stop], "record_stride": stride, "max_tokens": budget}
+    planned = _read_json(part / "plan.json")
+    if planned is not None and planned != plan:
+        raise PrepareError(f"{part} was started with another plan ({_settings_diff(planned, plan)}); re-run with "
+                           f"its settings, or with --force to rebuild this part (pin `revision` in the "
+                           f"manifest if the stream's files changed)")
+    written, built = 0, []
+    for k in files:
+        if budget is not None and written >= budget:
+            break
+        piece, empty = part / f"file-{k:06d}", part / f"file-{k:06d}.empty"
+        if empty.exists():
+            continue
+        done = _read_json(piece / "meta.json")
+        if done is not None and _complete(piece, done):
+            written += done["splits"]["train"]["tokens"]
+            built.append(piece.name)
+            continue
+        where = f"{what} file {k + 1} of {n_files}" + (f", records {offset} mod {stride}" if stride > 1 else "")
+        stats_box = [Counter()]
+        docs = _source_documents(name, spec, stream.shard(num_shards=n_files, index=k), stride, offset,
+                                 stats_box, where, manifest)
+        head = list(itertools.islice(docs, 2))  # the first records are checked before anything is written
+        if planned is None:
+            part.mkdir(parents=True, exist_ok=True)
+            write_atomic(part / "plan.json", json.dumps(plan, indent=1).encode())
+            planned = plan
+        if not head:
+            write_atomic(empty, b"")
+            log(f"{part.name}/{piece.name}: no documents ({dict(stats_box[0]) or 'no records'})")
+            continue
+
+        def documents(stats, head=head, docs=docs, stats_box=stats_box):
+            stats.update(stats_box[0])
+            stats_box[0] = stats  # from here on the reader counts into prepare()'s stats
+            yield from head
+            yield from docs
+
+        meta = prepare([f"hf:{where} [recipe {key[:16]}]"], piece, tok, sft="chat" in spec,
+                       # one document would go to val and leave train empty: keep it for training
+                       val_fraction=val_fraction if len(head) > 1 else 0.0, shard_tokens=shard_tokens,
+                       workers=workers, name=f"{name} {piece.name}", source=where, documents=documents,
+                       max_tokens=None if budget is None else budget - written, progress=progress, log=log)
+        written += meta["splits"]["train"]["tokens"]
+        built.append(piece.name)
+    return merge_datasets(part, built, name=f"{name} {part.name}", source=what, tokenizer_meta=tok.meta(),
+                          tokenizer_json=tok.definition, sft="chat" in spec, recipe=plan)
+
+
+def _merge_source(name, folder, n, key, log):
+    """Joins parts 0..n-1 into folder/meta.json once all are finished (with recipe key `key`, or
+    with one key they share when key is None); -> the meta, or None with the missing parts logged."""
+    parts = [folder / _part_name(j, n) for j in range(n)]
+    missing = [p.name for p in parts if not _part_done(p, key)]
+    others = sorted(p.name for p in folder.glob("part-*") if p.is_dir() and not p.name.endswith(f"-of-{n:05d}"))
+    if others:
+        log(f"{folder}: ignoring parts of another --shard count: {', '.join(others[:4])}"
+            + (" ..." if len(others) > 4 else "") + " (remove them to free their space)")
+    if missing:
+        return None, missing
+    plans = [_read_json(p / "plan.json") for p in parts]
+    if len({(p["recipe_key"], p["stream_files"]) for p in plans}) > 1:
+        differ = [p.name for p, plan in zip(parts, plans) if plan["recipe_key"] != plans[0]["recipe_key"]
+                  or plan["stream_files"] != plans[0]["stream_files"]]
+        raise PrepareError(f"{folder}: parts were prepared with different settings or stream files "
+                           f"({', '.join(differ)} differ from {parts[0].name}); rebuild those with --force")
+    first = _read_meta(parts[0])
+    tokenizer_file = parts[0] / "tokenizer.json"
+    recipe = {"recipe_key": plans[0]["recipe_key"], "settings": plans[0]["settings"], "shard_count": n,
+              "stream_files": plans[0]["stream_files"]}
+    meta = merge_datasets(folder, [p.name for p in parts], name=name, source=first["source"],
+                          tokenizer_meta=first["tokenizer"],
+                          tokenizer_json=tokenizer_file.read_text() if tokenizer_file.exists() else None,
+                          sft=first["has_loss_mask"], recipe=recipe)
+    if not meta["splits"]["train"]["tokens"]:
+        raise PrepareError(f"source {name!r} has no training documents in any of its {n} parts; check its "
+                           f"text/chat field and its stream in the manifest")
+    return meta, []
+
+
+def prepare_recipe(targets, root="data", *, manifest=RECIPE_MANIFEST, shard=None, merge_only=False,
+                   tokenizer="deepseek-v3", max_tokens=None, val_fraction=0.01, shard_tokens=DEFAULT_SHARD_TOKENS,
+                   workers=DEFAULT_WORKERS, force=False, progress=True, log=print) -> dict:
+    """Builds root/NAME for the sources named by targets ('stable', 'decay', 'all', or source names
+    of the manifest); shard 'I/N' builds part I of N of each. -> {name: merged meta, or None while
+    other parts are missing}. max_tokens: a budget of training tokens per source (split over parts).
+    merge_only: no streaming; join each source's finished parts (their count read from the folders)."""
+    sources, mixes = load_manifest(manifest)
+    names = recipe_names(targets, sources, mixes, manifest)
+    i, n = parse_shard(shard) if shard is not None else (0, 1)
+    if max_tokens is not None and max_tokens < 1:
+        raise PrepareError(f"--max-tokens {max_tokens}: give a positive number of tokens")
+    root = Path(root)
+    results = {}
+    if merge_only:
+        for name in names:
+            results[name] = _merge_only(name, root / name, n if shard is not None else None, log)
+        return results
+    load_dataset = _datasets_load()
+    tok = load_tokenizer(tokenizer)
+    for name in names:
+        results[name] = _prepare_source(name, sources[name], root / name, i, n, tok, load_dataset, manifest,
+                                        max_tokens=max_tokens, val_fraction=val_fraction,
+                                        shard_tokens=shard_tokens, workers=workers, force=force,
+                                        progress=progress, log=log)
+    waiting = [k for k, v in results.items() if v is None]
+    log(f"recipe: {len(names) - len(waiting)} of {len(names)} sources complete in {root}"
+        + (f"; waiting for other parts: {', '.join(waiting)}" if waiting else ""))
+    return results
+
+
+def _prepare_source(name, spec, folder, i, n, tok, load_dataset, manifest, *, max_tokens, val_fraction,
+                    shard_tokens, workers, force, progress, log):
+    settings = {"format_version": FORMAT_VERSION, "pipeline_version": PIPELINE_VERSION, "source": name,
+                "stream": {k: spec[k] for k in sorted(spec) if k not in _DOC_KEYS}, "tokenizer": tok.sha256,
+                "max_tokens": max_tokens, "val_fraction": val_fraction, "shard_tokens": shard_tokens}
+    settings = json.loads(json.dumps(settings))  # as plan.json will read back (tuples become lists)
+    key = sha256_bytes(json.dumps(settings, sort_keys=True).encode())
+    merged = _read_json(folder / "meta.json")
+    if merged is not None and "recipe" not in merged:
+        raise PrepareError(f"{folder} holds a dataset not built by --recipe; move it away (or use --out) "
+                           f"so the recipe's {name!r} can be built there")
+    if merged is not None and not force:
+        if merged["recipe"]["recipe_key"] == key and _complete(folder, merged):
+            log(f"{folder} is up to date ({merged['splits']['train']['tokens']:,} training tokens): nothing to do")
+            return merged
+        if merged["recipe"]["recipe_key"] != key:
+            changed = _settings_diff(merged["recipe"]["settings"], settings)
+            raise PrepareError(f"{folder} was prepared with other settings ({changed}); add --force to rebuild "
+                               f"it, or --out ANOTHER_FOLDER to keep it")
+    part = folder / _part_name(i, n)
+    if force:
+        if merged is not None:
+            os.remove(folder / "meta.json")  # first: no reader may see a source half rebuilt
+        shutil.rmtree(part, ignore_errors=True)
+    if _part_done(part, key):
+        log(f"{part} is finished: nothing to do")
+    else:
+        meta = _build_part(name, spec, folder, i, n, tok, key, settings, load_dataset, manifest,
+                           max_tokens=max_tokens, val_fraction=val_fraction, shard_tokens=shard_tokens,
+                           workers=workers, progress=progress, log=log)
+        log(f"{part}: {meta['splits']['train']['tokens']:,} training tokens, "
+            f"{meta['splits']['train']['documents']:,} documents")
+    merged, missing = _merge_source(name, folder, n, key, log)
+    if merged is None:
+        log(f"{folder}: {n - len(missing)} of {n} parts finished; the last one to finish merges them "
+            f"(or, with the parts copied into one folder: --recipe {name} --merge)")
+    else:
+        log(f"{folder}: merged {n} part(s), {merged['splits']['train']['tokens']:,} training tokens")
+    return merged
+
+
+def _merge_only(name, folder, n, log):
+    """--merge: the part count from --shard, else from the part folders present (one count only)."""
+    counts = sorted({int(p.name.rsplit("-", 1)[1]) for p in folder.glob("part-*-of-*") if p.is_dir()})
+    if not n:
+        if len(counts) != 1:
+            raise PrepareError(f"{folder}: " + (f"parts of several --shard counts ({counts}); pass --shard I/N to "
+                                                f"say which N to merge" if counts else "no part folders to merge; "
+                                                f"build them with --recipe {name} --shard I/N"))
+        n = counts[0]
+    merged, missing = _merge_source(name, folder, n, None, log)
+    if merged is None:
+        raise PrepareError(f"{folder}: cannot merge, {len(missing)} of {n} parts are missing or unfinished "
+                           f"({', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}); build them with "
+                           f"--recipe {name} --shard I/{n}")
+    log(f"{folder}: merged {n} part(s), {merged['splits']['train']['tokens']:,} training tokens")
+    return merged
+
 
 
 # ----------------------------------------------------------------------------- reading: mixtures
@@ -1342,6 +1775,16 @@ def main(argv=None):
                                                        "from the pinned archives in --archives")
     p.add_argument("--archives", default=CORPUS_ARCHIVE_DIR, help=f"folder of the corpus archives ({CORPUS_FETCH})")
     p.add_argument("--corpus-only", nargs="+", metavar="SOURCE", help="build only these corpus sources")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="stop after N training tokens (with --recipe: per source), e.g. to build a sample first")
+    # the recipe's data (RECIPE §5; docs/RECIPE_DATA.md)
+    p.add_argument("--recipe", nargs="+", metavar="NAME", help="build data/NAME for the recipe's mixes: stable, "
+                   "decay, all, or sources of --manifest (streamed from the Hugging Face hub; --out: the parent)")
+    p.add_argument("--manifest", default=str(RECIPE_MANIFEST),
+                   help="with --recipe: the sources (config/data/recipe.py)")
+    p.add_argument("--shard", metavar="I/N", help="with --recipe: build part I of N (from 0) of every source, e.g. "
+                   "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    p.add_argument("--merge", action="store_true", help="with --recipe: only join each source's finished parts")
     a = p.parse_args(argv)
     try:
         if a.verify:
@@ -1350,6 +1793,12 @@ def main(argv=None):
             return 0
         kw = dict(val_fraction=a.val_fraction, shard_tokens=a.shard_tokens, workers=a.workers,
                   force=a.force, progress=not a.quiet)
+        if a.recipe or a.shard or a.merge:
+            if not a.recipe or a.input or a.corpus:
+                p.error("--shard and --merge go with --recipe, and --recipe takes neither --input nor --corpus")
+            prepare_recipe(a.recipe, a.out or "data", manifest=a.manifest, shard=a.shard, merge_only=a.merge,
+                           tokenizer=a.tokenizer or "deepseek-v3", max_tokens=a.max_tokens, **kw)
+            return 0
         if a.corpus:  # 50M tokens: a tokenizing process per core (--workers N: N processes)
             build_corpus(a.out or "data/proxy", a.archives, only=a.corpus_only,
                          **dict(kw, workers=a.workers or num_cores()))
@@ -1360,7 +1809,7 @@ def main(argv=None):
         else:
             out = a.out or f"data/{Path(a.input[0].replace(':', '_')).stem}"
             prepare(a.input, out, a.tokenizer or "deepseek-v3", field=a.field, sft=a.sft, txt_split=a.txt_split,
-                    max_docs=a.max_docs, eos_token=a.eos_token, **kw)
+                    max_docs=a.max_docs, eos_token=a.eos_token, max_tokens=a.max_tokens, **kw)
     except PrepareError as e:
         print(f"prepare.py: error: {e}", file=sys.stderr)
         return 1
