@@ -1,0 +1,172 @@
+"""experiments.py end to end on CPU at its toy size (tiny models, a few steps): each experiment
+writes its table, PNG and JSON; a second call skips finished runs and a partly finished sweep
+runs only what is missing; the Muon decays start from the one stable checkpoint as the recipe's
+decay does; bad input is one error line before anything is written; the default sizes fit one
+10-minute H200 call by the measured cost model, and --full follows the protocol."""
+import json
+import math
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+import experiments  # noqa: E402
+import train  # noqa: E402
+from tiny_run import plays  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def from_the_repository_root():
+    """Config and data paths are relative to the repository root, as for train.py; workers
+    with one thread (two each on two shared cores spin-wait, see conftest.py)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return repr({plays(tmp_path_factory): 1.0})
+
+
+def run(capsys, *args):
+    rc = experiments.main(list(args))
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def metrics(run_dir, kind):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["kind"] == kind]
+
+
+def test_mup_writes_table_png_json_and_a_second_call_skips_finished_runs(data, tmp_path, capsys):
+    out = tmp_path / "mup"
+    args = ["mup", "--toy", "--data", data, "--out", str(out), "--workers", "2"]
+    rc, stdout, err = run(capsys, *args)
+    assert rc == 0, err
+    report = (out / "report.md").read_text()
+    for width in (32, 64):
+        assert f"| µP | {width} |" in report and f"| SP | {width} |" in report
+    assert "| µP depth | 2 |" in report and "| µP depth | 3 |" in report and "## Verdict" in report
+    assert (out / "mup.png").read_bytes()[:8] == PNG
+    results = json.loads((out / "results.json").read_text())["runs"]
+    assert len(results) == 2 * 2 * 3 + 3  # widths x (µP, SP) x LRs, + the 3-layer depth runs
+    assert all(r["val"] is not None and r["steps"] == 3 for r in results)
+    cfg = json.loads((out / "runs" / "w64_L2_sp_lr7.812e-03_s1" / "config.json").read_text())
+    assert cfg["mup"] is False and cfg["learning_rate"] == 2 ** -7
+    assert cfg["model_overrides"] == {"vocab_size": 320, "d_model": 64, "n_layer": 2, "n_head": 4,
+                                      "n_kv_head": 1, "d_ffn": 160}
+
+    def mtimes():
+        return {p: os.path.getmtime(p) for p in out.glob("runs/*/result.json")}
+    before = mtimes()
+    rc, stdout, _ = run(capsys, *args)
+    assert rc == 0 and "15 runs, 15 finished, 0 to run" in stdout and mtimes() == before
+    # A run killed before it finished: no result, no checkpoint. Only it runs again.
+    killed = out / "runs" / "w32_L2_mup_lr1.562e-02_s1"
+    os.remove(killed / "result.json")
+    rc, stdout, _ = run(capsys, *args)
+    assert rc == 0 and "14 finished, 1 to run" in stdout and "1/1 w32_L2_mup_lr1.562e-02_s1" in stdout
+    assert {p: t for p, t in mtimes().items() if "w32_L2_mup_lr1.562e-02" not in str(p)} == \
+        {p: t for p, t in before.items() if "w32_L2_mup_lr1.562e-02" not in str(p)}
+
+
+def test_muon_decays_start_from_one_stable_checkpoint_as_the_recipe_does(data, tmp_path, capsys):
+    out = tmp_path / "muon"
+    rc, stdout, err = run(capsys, "muon", "--toy", "--data", data, "--out", str(out))
+    assert rc == 0, err
+    runs = out / "runs"
+    assert (runs / "stable" / "ckpt" / "latest").exists()  # shared by every decay: kept
+    for arm in ("adamw", "muon"):
+        for seed in (1, 2):
+            run_dir = runs / f"lr16_{arm}_s{seed}"
+            cfg = json.loads((run_dir / "config.json").read_text())
+            assert cfg["init_from"] == str(runs / "stable") and cfg["load_optimizer"] is False
+            assert (cfg["start_step"], cfg["max_steps"], cfg["warmup_steps"], cfg["decay_steps"]) == (4, 8, 1, 2)
+            assert math.isclose(cfg["learning_rate"], 1e-2 / 16) and cfg["warmup_init_lr"] == 1e-6
+            assert cfg["min_lr"] == 1e-5 and cfg["seed"] == seed and not (run_dir / "ckpt").exists()
+            start = metrics(run_dir, "start")[0]  # Muon on the hidden matrices from the first step
+            assert start["step"] == 4 and start["muon_active"] == (arm == "muon")
+            assert cfg["muon_switch_step"] == (4 if arm == "muon" else None)
+    report = (out / "report.md").read_text()
+    assert "| lr16 | mix | " in report and "Shared stable phase (AdamW, 4 steps): val" in report
+    assert "| lr16 | 4 | " in report  # update RMS of both optimizers at the first decay step
+    muon_run = next(r for r in json.loads((out / "results.json").read_text())["runs"]
+                    if r["name"] == "lr16_muon_s1")
+    assert {"update_rms_adamw", "update_rms_muon"} <= set(muon_run["update_rms"][0])
+    assert (out / "muon.png").read_bytes()[:8] == PNG
+
+
+def test_fp8_reports_the_gap_against_the_seed_spread(data, tmp_path, capsys):
+    out = tmp_path / "fp8"
+    rc, stdout, err = run(capsys, "fp8", "--toy", "--data", data, "--out", str(out))
+    assert rc == 0, err
+    fp8_cfg = json.loads((out / "runs" / "w32_fp8_emulated_s1" / "config.json").read_text())
+    bf16_cfg = json.loads((out / "runs" / "w32_bf16_s1" / "config.json").read_text())
+    assert fp8_cfg["fp8"] and fp8_cfg["fp8_emulate"] and not bf16_cfg["fp8"]
+    assert bf16_cfg["dtype"] == fp8_cfg["dtype"] == "bfloat16"
+    report = (out / "report.md").read_text()
+    assert "| 32 | fp8_emulated | " in report and "seed-to-seed std" in report
+    assert (out / "fp8.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize("args, message", [
+    (["mup", "--toy", "--data", "{'nowhere/x': 1.0}"], "error: data not prepared: nowhere/x"),
+    (["mup", "--toy", "--data", "[1]"], "error: --data must be a Python dict"),
+    (["mup", "--toy", "--set", "learning_rate=0.1"], "error: --set learning_rate: this experiment sets"),
+    (["mup", "--toy", "--set", "learnig_rate=0.1"], "did you mean 'learning_rate'?"),
+    (["fp8"], "error: fp8=True needs an NVIDIA GPU"),  # this CPU: no FP8 arm
+])
+def test_bad_input_is_one_error_line_and_writes_nothing(args, message, data, tmp_path, capsys):
+    if "--data" not in args:
+        args = args + ["--data", data]
+    rc, stdout, err = run(capsys, *args, "--out", str(tmp_path / "exp"))
+    assert rc == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "exp").exists()
+
+
+def test_default_sizes_fit_one_10_minute_h200_call_and_full_follows_the_protocol(capsys):
+    for name in ("mup", "muon", "fp8"):
+        rc, stdout, _ = run(capsys, name, "--plan")
+        seconds = float(stdout.split("predicted on one H200: ")[1].split(" s")[0])
+        assert rc == 0 and seconds < 540, (name, seconds)  # margin under 600 s for the start
+    full = experiments.MUP_SIZES["full"]
+    assert full["widths"] == (256, 512, 1024, 2048) and len(full["seeds"]) >= 2
+    for lrs in (full["lrs_mup"], full["lrs_sp"]):
+        assert len(lrs) >= 8 and all(math.isclose(b / a, 2) for a, b in zip(lrs, lrs[1:]))
+    assert min(full["depths"]) == 4 and max(full["depths"]) == 16
+    assert all(len(s["seeds"]) >= 3 for k, s in experiments.MUON_SIZES.items() if k != "toy")
+    assert all(len(s["seeds"]) >= 2 for k, s in experiments.FP8_SIZES.items() if k != "toy")
+
+
+def test_the_proxy_decay_files_follow_the_runners_decay_shape():
+    """config/proxy_decay_*.py by hand and experiments.decay_keys agree: one shape."""
+    muon = train.load_config("config/proxy_decay_muon.py")
+    adamw = train.load_config("config/proxy_decay_adamw.py")
+    keys = experiments.decay_keys(500, 200)
+    assert {k: getattr(muon, k) for k in keys} == keys and muon.start_step == train.load_config("config/proxy.py").max_steps
+    assert muon.learning_rate == train.load_config("config/proxy.py").learning_rate / 16
+    assert muon.muon_switch_step == muon.start_step and adamw.muon_switch_step is None
+    diff = {k for k in train.FIELDS if getattr(muon, k) != getattr(adamw, k)}
+    assert diff == {"out_dir", "phase_name", "muon_switch_step"}
+
+
+def test_statistics():
+    m, h = experiments.t_interval([1.0, 2.0, 3.0])
+    assert m == 2.0 and math.isclose(h, 4.303 / math.sqrt(3))
+    assert experiments.t_interval([1.0]) == (1.0, None)
+    stats = pytest.importorskip("scipy.stats")
+    assert all(math.isclose(t, stats.t.ppf(0.975, df), abs_tol=5e-4) for df, t in enumerate(experiments.T975, 1))
+    o = experiments.optimum([1, 2, 4, 8], [3.0, 1.0, 2.0, 4.0])
+    assert (o["index"], o["lr"], o["edge"]) == (1, 2, False)
+    assert math.isclose(math.log2(o["lr_fit"]), 1 + (3 - 2) / (2 * 3))  # the parabola's vertex
+    assert experiments.optimum([1, 2, 4], [1.0, 2.0, 3.0])["edge"]
+    o = experiments.optimum([1, 2, 4, 8], [None, 2.0, 1.0, None])  # diverged neighbour: no fit
+    assert (o["lr"], o["lr_fit"], o["edge"]) == (4, 4, False)
+    assert experiments.optimum([1, 2], [None, None]) is None
