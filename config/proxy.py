@@ -5,19 +5,15 @@
 #     python train.py config/proxy.py --learning_rate=2e-2 --out_dir=out/proxy_lr2e-2
 # One small GPU is enough. The data is the stable-phase mix (RECIPE §5); for a first try on
 # the embedded default use --data="{'data/default': 1.0}".
-import os
-
 out_dir = "out/proxy"
 phase_name = "proxy"
 init_from = "scratch"
 
 model_preset = "proxy"
 
-# The stable-phase mix (RECIPE §5), read from stable_s1.py so the two cannot drift apart;
-# nothing else of S1 is taken (names starting with '_' are not settings).
-_stable_s1 = {}
-exec(open(os.path.join(os.path.dirname(__file__), "stable_s1.py")).read(), _stable_s1)
-data = _stable_s1["data"]
+# The stable-phase mix (RECIPE §5), taken from stable_s1.py so the two cannot drift apart;
+# nothing else of S1 (include(), provided by train.load_config, takes only the keys named).
+include("stable_s1.py", "data")
 
 seq_len = 2048
 max_seq_len = 2048

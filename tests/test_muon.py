@@ -183,7 +183,7 @@ def test_routing_keeps_an_untied_lm_head_on_adamw():
 
 
 def test_split_fused_ablation_equals_separate_matrices():
-    cfg = SimpleNamespace(n_head=4, n_kv_head=2, d_model=32, d_ffn=40)  # head_dim 8
+    cfg = SimpleNamespace(n_head=4, n_kv_head=2, d_model=32, head_dim=8, d_ffn=40)
     fused = _params([(64, 32), (80, 32)])  # qkv: 32+16+16 rows; gate_up: 40+40 rows
     groups = add_fused_row_splits([{"params": fused, "names": ["blocks.0.attn.qkv.weight",
                                                                "blocks.0.mlp.gate_up.weight"]}], cfg)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mup
-from model import Xmodel, model_config
+from model import ModelConfig, Xmodel, model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,11 +86,15 @@ MUP_BOUND = 2.0      # µP: every layer type within 2x across an 8x width range
 SP_MIN_GROWTH = 8.0  # SP: the hidden branch outputs grow by far more
 
 
+def coord_check_models(mup_on):
+    return lambda width: Xmodel(ModelConfig(**mup.coord_check_shape(width, 256, mup=mup_on)))
+
+
 def test_coord_check_mup_is_flat_in_width_and_sp_is_not():
     batches = mup.shakespeare_byte_batches(seq_len=64, batch_size=8, steps=6)
-    kw = dict(widths=(64, 128, 256, 512), steps=6, batches=batches, vocab_size=256, lr=3e-3)
-    spread_mup = mup.width_spread(mup.coord_check(mup=True, **kw))
-    spread_sp = mup.width_spread(mup.coord_check(mup=False, **kw))
+    kw = dict(widths=(64, 128, 256, 512), steps=6, lr=3e-3)
+    spread_mup = mup.width_spread(mup.coord_check(coord_check_models(True), batches, **kw))
+    spread_sp = mup.width_spread(mup.coord_check(coord_check_models(False), batches, **kw))
     assert max(spread_mup.values()) < MUP_BOUND, spread_mup
     assert min(spread_sp["attn_out"], spread_sp["mlp_out"]) > SP_MIN_GROWTH, spread_sp
 
