@@ -150,3 +150,30 @@ def test_resolved_config_json_is_itself_a_config(tmp_path):
     again = load_config(str(path))
     assert again == cfg
     assert json.loads(path.read_text())["max_steps"] == 33
+
+
+def test_include_takes_all_settings_or_only_the_named_keys(tmp_path):
+    write(tmp_path, "max_steps = 30\nlearning_rate = 2e-2\nwarmup_steps = 3\n", "base.py")
+    child = write(tmp_path, "include('base.py')\nwarmup_steps = 5\n", "child.py")
+    cfg = load_config(child)
+    assert (cfg.max_steps, cfg.learning_rate, cfg.warmup_steps) == (30, 2e-2, 5)
+    (tmp_path / "sub").mkdir()
+    some = write(tmp_path, "include('../base.py', 'max_steps')\n", "sub/some.py")  # relative to itself
+    cfg = load_config(some)
+    assert cfg.max_steps == 30 and cfg.learning_rate == Config.learning_rate
+
+
+def test_include_of_an_unset_key_or_a_cycle_is_an_error(tmp_path):
+    write(tmp_path, "max_steps = 30\n", "base.py")
+    with pytest.raises(ConfigError, match=r"names \['nope'\], which base.py does not set"):
+        load_config(write(tmp_path, "include('base.py', 'nope')\n", "bad.py"))
+    write(tmp_path, "include('b.py')\n", "a.py")
+    write(tmp_path, "include('a.py')\n", "b.py")
+    with pytest.raises(ConfigError, match=r"include each other \(a.py -> b.py -> a.py\)"):
+        load_config(str(tmp_path / "a.py"))
+
+
+def test_proxy_takes_only_the_stable_mix_from_stable_s1():
+    proxy = load_config(os.path.join(ROOT, "config", "proxy.py"), world_size=1)
+    s1 = load_config(os.path.join(ROOT, "config", "stable_s1.py"), world_size=8)
+    assert proxy.data == s1.data and s1.fp8 and not proxy.fp8  # nothing else of S1
