@@ -158,8 +158,8 @@ def run_one(args, name):
     if compile_ and args.compile_scope == "block" and impl != "hf":
         model.compile_by_block()  # as train.py does
     elif compile_:
-        # transformers' Llama is always compiled whole: what its users do (and what the
-        # issue's anchor measured).
+        # transformers' Llama is always compiled whole: what its users do (and what
+        # RECIPE §4's measured anchor ran).
         step_model = torch.compile(model)
 
     B, T = args.micro_batch, args.seq_len

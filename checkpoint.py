@@ -51,8 +51,9 @@ def model_file(path) -> str:
     for latest in (os.path.join(path, "ckpt", "latest"), os.path.join(path, "latest")):
         if os.path.isfile(latest):
             name = open(latest).read().strip()
-            step = name if os.path.isabs(name) else os.path.join(os.path.dirname(latest), os.path.basename(name))
-            return model_file(step)
+            if not os.path.isabs(name):
+                name = os.path.join(os.path.dirname(latest), os.path.basename(name))
+            return model_file(name)
     if os.path.isfile(os.path.join(path, "model.pt")):
         return os.path.join(path, "model.pt")
     raise FileNotFoundError(f"no model.pt, ckpt/latest or latest under {path!r}")

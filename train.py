@@ -354,7 +354,7 @@ def write_resolved_config(cfg):
 
 
 # ---------------------------------------------------------------------------------------
-# The loop.
+# The loop, and what one step calls.
 
 class NonFiniteError(RuntimeError):
     pass
@@ -448,7 +448,8 @@ def train_step(run, step) -> StepResult:
     grad_norm = opt.clip_grad_norm(cfg.grad_clip)
     # One small all-reduce (mean loss over ranks + "stop requested anywhere") and one host
     # sync per step: deciding to skip a non-finite update needs the value on the host.
-    stats = all_reduce(torch.stack([loss_sum / accum, torch.tensor(float(run.stop.requested), device=d.device)]))
+    stop_vote = torch.tensor(float(run.stop.requested), device=d.device)
+    stats = all_reduce(torch.stack([loss_sum / accum, stop_vote]))
     loss, stop_votes, gnorm = torch.cat([stats, grad_norm.float().reshape(1)]).tolist()
     loss /= d.world_size
     before = opt.snapshot() if opt.near_switch(step) else None
@@ -478,6 +479,233 @@ def train_step(run, step) -> StepResult:
             f"step {step}: loss spike {loss:.4f} (recent mean {mean:.4f}, std {std:.4f}); "
             f"data: Mixture.get_batch(step={step}, micro_step=0..{accum * d.world_size - 1})")
     return StepResult(loss, lr, gnorm, global_batch, stop_votes > 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Data: a batch is a pure function of (seed, step, global micro-batch index).
+
+def micro_batches(mixture, step, d, accum, micro_batch, device):
+    """Yield this rank's `accum` micro-batches of global step `step`.
+
+    The global micro-batch index rank*accum + i (not (rank, i)) keeps the global batch
+    identical whatever the world size: 1 process x 4 micro-steps sees the same sequences as
+    2 processes x 2 micro-steps. That makes DDP == single process and lets an FSDP run
+    resume on a different number of GPUs without changing its data."""
+    for i in range(accum):
+        x, y, mask = mixture.get_batch(step, 0, d.rank * accum + i, micro_batch)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if mask is not None:
+            mask = mask.to(device, non_blocking=True)
+        yield i, x, y, mask
+
+
+# ---------------------------------------------------------------------------------------
+# Gradient sync, autocast, the all-reduce.
+
+def grad_sync(run, last):
+    """Gradients are all-reduced once per optimizer step, on the last micro-batch."""
+    if run.fsdp:
+        run.model.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
+    return run.model.no_sync() if (run.d.world_size > 1 and not last) else contextlib.nullcontext()
+
+
+def autocast(run):
+    """bf16 autocast (under FSDP2 its MixedPrecisionPolicy casts instead) + TE's FP8 autocast."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(run.d.device.type, dtype=run.dtype,
+                                       enabled=run.dtype != torch.float32 and not run.fsdp))
+    stack.enter_context(fp8.fp8_autocast_context(run.fp8_report))
+    return stack
+
+
+def all_reduce(t, op=dist.ReduceOp.SUM):
+    if dist.is_initialized():
+        dist.all_reduce(t, op=op)
+    return t
+
+
+# ---------------------------------------------------------------------------------------
+# Optimizers: AdamW over every µP group; from muon_switch_step on, Muon over the matrices.
+
+UPDATE_RMS_WINDOW = 5  # steps on each side of the switch whose update RMS is logged
+
+
+def muon_wanted(cfg, step):
+    return cfg.muon_switch_step is not None and step >= cfg.muon_switch_step
+
+
+def _local(t):
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+class Optimizers:
+    """AdamW and, after the switch, Muon (RECIPE §2), behind one object: the loop calls
+    set_lr, step and zero_grad once; checkpoint.py saves and loads it."""
+
+    def __init__(self, model, cfg, device, muon_active):
+        self.model, self.cfg, self.device = model, cfg, device
+        self.muon_active = muon_active
+        self.optimizers = self._build(muon_active)
+
+    def _build(self, muon_active):
+        cfg = self.cfg
+        groups = mup.param_groups(self.model, cfg.weight_decay)
+        adamw_kw = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=self.device.type == "cuda")
+        for g in groups:
+            g["lr"] = 0.0  # set every step from the schedule
+        if not muon_active:
+            return [torch.optim.AdamW(groups, **adamw_kw)]
+        adamw_groups, muon_groups = muon.split_groups_for_muon(groups)  # matrices -> Muon
+        if cfg.muon_split_fused:  # ablation: q|k|v and gate|up orthogonalized block by block
+            muon.add_fused_row_splits(muon_groups, self.model.config)
+        return [torch.optim.AdamW(adamw_groups, **adamw_kw),
+                muon.Muon(muon_groups, momentum=cfg.muon_momentum)]
+
+    def switch_to_muon(self):
+        """RECIPE §2: at the decay boundary the hidden matrices move to Muon with fresh momentum;
+        the embedding and norms stay on AdamW, with fresh state by default (--no-load-optim)."""
+        new = self._build(muon_active=True)
+        if not self.cfg.muon_reset_adamw_state:
+            old_state = self.optimizers[0].state
+            for g in new[0].param_groups:
+                for p in g["params"]:
+                    if p in old_state:
+                        new[0].state[p] = old_state[p]
+        self.optimizers, self.muon_active = new, True
+
+    def set_lr(self, lr_schedule, step):
+        """Every group's LR at `step` -> the schedule's base LR (for the log)."""
+        lr = lr_schedule.lr_at(step)
+        for opt in self.optimizers:
+            for g in opt.param_groups:
+                g["lr"] = lr * g["lr_mult"]  # µP: the base curve scaled per group (RECIPE §1)
+        return lr
+
+    def clip_grad_norm(self, max_norm):
+        """Gradient norm over all parameters (DTensor-aware under FSDP2); clipped at max_norm > 0."""
+        params = [p for opt in self.optimizers for g in opt.param_groups for p in g["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+    def step(self):
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self):
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def state_dict(self):
+        return [opt.state_dict() for opt in self.optimizers]
+
+    def load_state_dict(self, saved):
+        for opt, sd in zip(self.optimizers, saved):
+            # The config's weight decay and group LR multipliers win over the saved ones.
+            keep = [{k: g[k] for k in ("weight_decay", "lr_mult")} for g in opt.param_groups]
+            opt.load_state_dict(sd)
+            for g, k in zip(opt.param_groups, keep):
+                g.update(k)
+
+    def near_switch(self, step):
+        s = self.cfg.muon_switch_step
+        return s is not None and abs(step - s) < UPDATE_RMS_WINDOW
+
+    def snapshot(self):
+        """This rank's copy of every parameter, for update_rms()."""
+        return [[_local(p.detach()).clone() for g in opt.param_groups for p in g["params"]]
+                for opt in self.optimizers]
+
+    def update_rms(self, before):
+        """{'adamw': RMS, 'muon': RMS} of the update each optimizer applied since snapshot(),
+        LR included. RECIPE §2 names a loss spike right after the switch as a Muon failure
+        mode; its signature is a jump here."""
+        out = {}
+        for name, opt, snap in zip(("adamw", "muon"), self.optimizers, before):
+            stats = torch.zeros(2, dtype=torch.float64, device=snap[0].device if snap else "cpu")
+            params = [p for g in opt.param_groups for p in g["params"]]
+            for p, b in zip(params, snap):
+                delta = _local(p.detach()).float() - b.float()
+                stats[0] += delta.pow(2).sum().double()
+                stats[1] += delta.numel()
+            if any(hasattr(p, "to_local") for p in params):
+                all_reduce(stats)  # FSDP2: shards -> the full sum
+            sq, n = stats.tolist()
+            out[name] = math.sqrt(sq / max(n, 1))
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# Watching the run: non-finite steps and loss spikes; throughput.
+
+class Monitor:
+    """A non-finite loss or gradient norm skips the update, max_nonfinite_in_a_row of them in a
+    row stop the run; a finite loss above mean + spike_factor x std of the last 100 (judged
+    once 20 are in) is a spike, logged with its data position."""
+
+    def __init__(self, cfg):
+        self.max_in_a_row, self.spike_factor = cfg.max_nonfinite_in_a_row, cfg.spike_factor
+        self.recent = deque(maxlen=100)
+        self.in_a_row = self.skipped = 0
+
+    def finite(self, loss, grad_norm):
+        if math.isfinite(grad_norm) and math.isfinite(loss):
+            self.in_a_row = 0
+            return True
+        self.in_a_row += 1
+        self.skipped += 1
+        return False
+
+    @property
+    def must_stop(self):
+        return self.in_a_row >= self.max_in_a_row
+
+    def spike(self, loss):
+        """(mean, std) of the recent losses when `loss` spikes above them, else None."""
+        if not math.isfinite(loss):
+            return None
+        out = None
+        if len(self.recent) >= 20:
+            mean = sum(self.recent) / len(self.recent)
+            std = math.sqrt(sum((v - mean) ** 2 for v in self.recent) / len(self.recent))
+            if loss > mean + self.spike_factor * max(std, 1e-3):
+                out = (mean, std)
+        self.recent.append(loss)
+        return out
+
+
+class Meter:
+    """What a train log line reports over its interval: the mean finite loss, tokens/s, MFU
+    and the ETA; plus the run's totals for the report."""
+
+    def __init__(self, flops_per_token, peak_tflops, world_size):
+        self.flops_per_token, self.peak, self.world_size = flops_per_token, peak_tflops, world_size
+        self.tokens_run, self.tokens, self.t_log = 0, 0, time.time()
+        self.losses, self.last_loss, self.mfu = [], None, None
+        self.step_times = deque(maxlen=20)
+
+    def add(self, loss, tokens, seconds):
+        if math.isfinite(loss):
+            self.losses.append(loss)
+        self.tokens_run += tokens
+        self.tokens += tokens
+        self.step_times.append(seconds)
+
+    def interval(self, steps_left):
+        """-> (mean loss, tokens/s, MFU or None, ETA seconds) since the last call."""
+        tok_s = self.tokens / max(time.time() - self.t_log, 1e-9)
+        self.mfu = self.flops_per_token * tok_s / (self.peak * 1e12 * self.world_size) if self.peak else None
+        eta = steps_left * sum(self.step_times) / len(self.step_times)
+        if self.losses:
+            self.last_loss = sum(self.losses) / len(self.losses)
+        self.losses, self.tokens, self.t_log = [], 0, time.time()
+        return self.last_loss, tok_s, self.mfu, eta
+
+    @contextlib.contextmanager
+    def paused(self):
+        t = time.time()
+        yield
+        self.t_log += time.time() - t
 
 
 # ---------------------------------------------------------------------------------------
@@ -587,12 +815,6 @@ def setup_distributed(cfg) -> Dist:
     return Dist(rank, local_rank, world_size, device)
 
 
-def all_reduce(t, op=dist.ReduceOp.SUM):
-    if dist.is_initialized():
-        dist.all_reduce(t, op=op)
-    return t
-
-
 # ---------------------------------------------------------------------------------------
 # Model: build, then each transformation applied from outside the model.
 
@@ -661,152 +883,8 @@ def wrap_model(raw_model, cfg, d, fsdp, use_compile):
     return raw_model
 
 
-def autocast(run):
-    """bf16 autocast (under FSDP2 its MixedPrecisionPolicy casts instead) + TE's FP8 autocast."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.autocast(run.d.device.type, dtype=run.dtype,
-                                       enabled=run.dtype != torch.float32 and not run.fsdp))
-    stack.enter_context(fp8.fp8_autocast_context(run.fp8_report))
-    return stack
-
-
-def grad_sync(run, last):
-    """Gradients are all-reduced once per optimizer step, on the last micro-batch."""
-    if run.fsdp:
-        run.model.set_requires_gradient_sync(last)
-        return contextlib.nullcontext()
-    return run.model.no_sync() if (run.d.world_size > 1 and not last) else contextlib.nullcontext()
-
-
 # ---------------------------------------------------------------------------------------
-# Optimizers: AdamW over every µP group; from muon_switch_step on, Muon over the matrices.
-
-UPDATE_RMS_WINDOW = 5  # steps on each side of the switch whose update RMS is logged
-
-
-def muon_wanted(cfg, step):
-    return cfg.muon_switch_step is not None and step >= cfg.muon_switch_step
-
-
-def _local(t):
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
-class Optimizers:
-    """AdamW and, after the switch, Muon (RECIPE §2), behind one object: the loop calls
-    set_lr, step and zero_grad once; checkpoint.py saves and loads it."""
-
-    def __init__(self, model, cfg, device, muon_active):
-        self.model, self.cfg, self.device = model, cfg, device
-        self.muon_active = muon_active
-        self.optimizers = self._build(muon_active)
-
-    def _build(self, muon_active):
-        cfg = self.cfg
-        groups = mup.param_groups(self.model, cfg.weight_decay)
-        adamw_kw = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=self.device.type == "cuda")
-        for g in groups:
-            g["lr"] = 0.0  # set every step from the schedule
-        if not muon_active:
-            return [torch.optim.AdamW(groups, **adamw_kw)]
-        adamw_groups, muon_groups = muon.split_groups_for_muon(groups)  # matrices -> Muon
-        if cfg.muon_split_fused:  # ablation: q|k|v and gate|up orthogonalized block by block
-            muon.add_fused_row_splits(muon_groups, self.model.config)
-        return [torch.optim.AdamW(adamw_groups, **adamw_kw),
-                muon.Muon(muon_groups, momentum=cfg.muon_momentum)]
-
-    def switch_to_muon(self):
-        """RECIPE §2: at the decay boundary the hidden matrices move to Muon with fresh momentum;
-        the embedding and norms stay on AdamW, with fresh state by default (--no-load-optim)."""
-        new = self._build(muon_active=True)
-        if not self.cfg.muon_reset_adamw_state:
-            old_state = self.optimizers[0].state
-            for g in new[0].param_groups:
-                for p in g["params"]:
-                    if p in old_state:
-                        new[0].state[p] = old_state[p]
-        self.optimizers, self.muon_active = new, True
-
-    def set_lr(self, lr_schedule, step):
-        """Every group's LR at `step` -> the schedule's base LR (for the log)."""
-        lr = lr_schedule.lr_at(step)
-        for opt in self.optimizers:
-            for g in opt.param_groups:
-                g["lr"] = lr * g["lr_mult"]  # µP: the base curve scaled per group (RECIPE §1)
-        return lr
-
-    def params(self):
-        return [p for opt in self.optimizers for g in opt.param_groups for p in g["params"]]
-
-    def clip_grad_norm(self, max_norm):
-        """Gradient norm over all parameters (DTensor-aware under FSDP2); clipped at max_norm > 0."""
-        norm = torch.nn.utils.clip_grad_norm_(self.params(), max_norm if max_norm > 0 else float("inf"))
-        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-
-    def step(self):
-        for opt in self.optimizers:
-            opt.step()
-
-    def zero_grad(self):
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-
-    def state_dict(self):
-        return [opt.state_dict() for opt in self.optimizers]
-
-    def load_state_dict(self, saved):
-        for opt, sd in zip(self.optimizers, saved):
-            # The config's weight decay and group LR multipliers win over the saved ones.
-            keep = [{k: g[k] for k in ("weight_decay", "lr_mult")} for g in opt.param_groups]
-            opt.load_state_dict(sd)
-            for g, k in zip(opt.param_groups, keep):
-                g.update(k)
-
-    def near_switch(self, step):
-        s = self.cfg.muon_switch_step
-        return s is not None and abs(step - s) < UPDATE_RMS_WINDOW
-
-    def snapshot(self):
-        """This rank's copy of every parameter, for update_rms()."""
-        return [[_local(p.detach()).clone() for g in opt.param_groups for p in g["params"]]
-                for opt in self.optimizers]
-
-    def update_rms(self, before):
-        """{'adamw': RMS, 'muon': RMS} of the update each optimizer applied since snapshot(),
-        LR included. RECIPE §2 names a loss spike right after the switch as a Muon failure
-        mode; its signature is a jump here."""
-        out = {}
-        for name, opt, snap in zip(("adamw", "muon"), self.optimizers, before):
-            stats = torch.zeros(2, dtype=torch.float64, device=snap[0].device if snap else "cpu")
-            params = [p for g in opt.param_groups for p in g["params"]]
-            for p, b in zip(params, snap):
-                delta = _local(p.detach()).float() - b.float()
-                stats[0] += delta.pow(2).sum().double()
-                stats[1] += delta.numel()
-            if any(hasattr(p, "to_local") for p in params):
-                all_reduce(stats)  # FSDP2: shards -> the full sum
-            sq, n = stats.tolist()
-            out[name] = math.sqrt(sq / max(n, 1))
-        return out
-
-
-# ---------------------------------------------------------------------------------------
-# Data: a batch is a pure function of (seed, step, global micro-batch index).
-
-def micro_batches(mixture, step, d, accum, micro_batch, device):
-    """Yield this rank's `accum` micro-batches of global step `step`.
-
-    The global micro-batch index rank*accum + i (not (rank, i)) keeps the global batch
-    identical whatever the world size: 1 process x 4 micro-steps sees the same sequences as
-    2 processes x 2 micro-steps. That makes DDP == single process and lets an FSDP run
-    resume on a different number of GPUs without changing its data."""
-    for i in range(accum):
-        x, y, mask = mixture.get_batch(step, 0, d.rank * accum + i, micro_batch)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if mask is not None:
-            mask = mask.to(device, non_blocking=True)
-        yield i, x, y, mask
-
+# Evaluation, logging (console + tqdm on a TTY, metrics.jsonl, wandb), the end-of-run report.
 
 @torch.no_grad()
 def evaluate(run):
@@ -827,82 +905,6 @@ def evaluate(run):
     run.model.train()
     return out
 
-
-# ---------------------------------------------------------------------------------------
-# Watching the run: non-finite steps and loss spikes; throughput.
-
-class Monitor:
-    """A non-finite loss or gradient norm skips the update, max_nonfinite_in_a_row of them in a
-    row stop the run; a finite loss above mean + spike_factor x std of the last 100 (judged
-    once 20 are in) is a spike, logged with its data position."""
-
-    def __init__(self, cfg):
-        self.max_in_a_row, self.spike_factor = cfg.max_nonfinite_in_a_row, cfg.spike_factor
-        self.recent = deque(maxlen=100)
-        self.in_a_row = self.skipped = 0
-
-    def finite(self, loss, grad_norm):
-        if math.isfinite(grad_norm) and math.isfinite(loss):
-            self.in_a_row = 0
-            return True
-        self.in_a_row += 1
-        self.skipped += 1
-        return False
-
-    @property
-    def must_stop(self):
-        return self.in_a_row >= self.max_in_a_row
-
-    def spike(self, loss):
-        """(mean, std) of the recent losses when `loss` spikes above them, else None."""
-        if not math.isfinite(loss):
-            return None
-        out = None
-        if len(self.recent) >= 20:
-            mean = sum(self.recent) / len(self.recent)
-            std = math.sqrt(sum((v - mean) ** 2 for v in self.recent) / len(self.recent))
-            if loss > mean + self.spike_factor * max(std, 1e-3):
-                out = (mean, std)
-        self.recent.append(loss)
-        return out
-
-
-class Meter:
-    """What a train log line reports over its interval: the mean finite loss, tokens/s, MFU
-    and the ETA; plus the run's totals for the report."""
-
-    def __init__(self, flops_per_token, peak_tflops, world_size):
-        self.flops_per_token, self.peak, self.world_size = flops_per_token, peak_tflops, world_size
-        self.tokens_run, self.tokens, self.t_log = 0, 0, time.time()
-        self.losses, self.last_loss, self.mfu = [], None, None
-        self.step_times = deque(maxlen=20)
-
-    def add(self, loss, tokens, seconds):
-        if math.isfinite(loss):
-            self.losses.append(loss)
-        self.tokens_run += tokens
-        self.tokens += tokens
-        self.step_times.append(seconds)
-
-    def interval(self, steps_left):
-        """-> (mean loss, tokens/s, MFU or None, ETA seconds) since the last call."""
-        tok_s = self.tokens / max(time.time() - self.t_log, 1e-9)
-        self.mfu = self.flops_per_token * tok_s / (self.peak * 1e12 * self.world_size) if self.peak else None
-        eta = steps_left * sum(self.step_times) / len(self.step_times)
-        if self.losses:
-            self.last_loss = sum(self.losses) / len(self.losses)
-        self.losses, self.tokens, self.t_log = [], 0, time.time()
-        return self.last_loss, tok_s, self.mfu, eta
-
-    @contextlib.contextmanager
-    def paused(self):
-        t = time.time()
-        yield
-        self.t_log += time.time() - t
-
-
-# ---------------------------------------------------------------------------------------
-# Logging: console (+ tqdm on a TTY), metrics.jsonl, wandb; the end-of-run report.
 
 def default_peak_tflops(device):
     if device.type != "cuda":
@@ -1043,6 +1045,9 @@ def write_report(cfg, run, meter, last_step):
     with open(os.path.join(cfg.out_dir, "report.md"), "w") as f:
         f.write("\n".join(lines))
 
+
+# ---------------------------------------------------------------------------------------
+# Signals and the command line.
 
 class StopSignal:
     """While entered, SIGTERM/SIGINT set a flag: the loop finishes its step, checkpoints and

@@ -344,3 +344,26 @@ def test_expected_failures_are_one_line_and_exit_2(dataset, tmp_path, capsys):
     assert train.main(tiny_args(dataset, tmp_path / "run", init_from="resume")) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: init_from='resume' but") and err.count("\n") == 1
+
+
+def test_logger_and_stop_signal_give_everything_back_when_the_run_fails(tmp_path, monkeypatch):
+    finished = []
+
+    class FakeWandb:  # records what the Logger does with its run
+        def init(self, **kw):
+            return self
+
+        def log(self, *a, **kw):
+            pass
+
+        def finish(self):
+            finished.append(True)
+    monkeypatch.setitem(sys.modules, "wandb", FakeWandb())
+    cfg = train.Config(out_dir=str(tmp_path), wandb_log=True)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(OSError):
+        with train.StopSignal(), train.Logger(cfg, train.Dist(), 10) as logger:
+            assert signal.getsignal(signal.SIGTERM) is not before
+            logger.log({"kind": "event", "step": 0})
+            raise OSError("disk full")
+    assert finished == [True] and signal.getsignal(signal.SIGTERM) is before
