@@ -4,12 +4,18 @@ Training-step throughput on the current GPU: this trainer against `transformers`
     python bench.py                                   # full model, seq 4096, micro-batch 4
     python bench.py --preset proxy --seq-len 2048 --micro-batch 8
     python bench.py --variants ours,ours_fp8,hf --json out/bench.json
+    python bench.py --preset proxy --seq-len 2048 --micro-batch 12 --loss-impl liger --kernel-time
+    python bench.py --preset proxy --compile-scope model --compile-mode reduce-overhead
     torchrun --nproc_per_node=2 bench.py --variants ours --parallel ddp
 
 Every variant runs in its own subprocess (clean memory, clean compile caches) and does
 full training steps: forward, backward, optimizer step, zero_grad. Times are CUDA-event
 medians over --steps steps after --warmup steps. MFU is against the bf16 matmul peak
-measured in the same run (an 8192^3 bf16 product), not a datasheet number.
+measured in the same run (an 8192^3 bf16 product), not a datasheet number. Each variant also
+reports the host time per step (how long the CPU takes to issue it; close to the step time
+means launch-bound), the host syncs of one step (torch.cuda.set_sync_debug_mode) and, with
+--kernel-time, the GPU's kernel time per step from torch.profiler (its share of the step is
+how busy the GPU is).
 """
 import argparse
 import json
@@ -18,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import torch
 
@@ -49,6 +56,17 @@ def parse_args(argv=None):
                         "as train.py does (identical blocks share one compile: far shorter); "
                         "model: one torch.compile of the whole model, for comparison. "
                         "The hf variant is always compiled whole")
+    p.add_argument("--compile-mode", default="default",
+                   choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"],
+                   help="torch.compile mode for this trainer's variants (reduce-overhead: CUDA graphs); "
+                        "hf keeps the default")
+    p.add_argument("--loss-impl", default="chunked",
+                   help="this trainer's output layer + loss: chunked (model.py's), liger or cce "
+                        "(optional packages; model.LOSS_IMPLS)")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="override the preset's vocabulary (both models), e.g. 8192 for a small proxy")
+    p.add_argument("--kernel-time", action="store_true",
+                   help="also profile 3 steps: GPU kernel time and launches per step")
     p.add_argument("--fp8-backend", default="native", choices=["native", "te", "auto"],
                    help="fp8.py backend for the *_fp8 variants")
     p.add_argument("--loss-chunk-rows", type=int, default=None,
@@ -75,11 +93,13 @@ def measure_matmul_peak(n=8192, iters=20):
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
-def build_ours(preset, fp8, act_ckpt, loss_chunk_rows, fp8_backend="native"):
+def build_ours(preset, fp8, act_ckpt, loss_chunk_rows, fp8_backend="native", loss_impl="chunked",
+               overrides=None):
     from model import Xmodel, model_config
-    cfg = model_config(preset)
+    cfg = model_config(preset, **(overrides or {}))
     model = Xmodel(cfg).cuda()
     model.loss_chunk_rows = loss_chunk_rows
+    model.loss_impl = loss_impl
     report = None
     if fp8:
         from fp8 import convert_to_fp8
@@ -97,10 +117,10 @@ def build_ours(preset, fp8, act_ckpt, loss_chunk_rows, fp8_backend="native"):
     return model, cfg, loss_fn, model.flops_per_token
 
 
-def build_hf(preset):
+def build_hf(preset, overrides=None):
     from transformers import LlamaConfig, LlamaForCausalLM
     from model import Xmodel, model_config
-    cfg = model_config(preset)
+    cfg = model_config(preset, **(overrides or {}))
     hf_cfg = LlamaConfig(
         vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ffn,
         num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
@@ -117,6 +137,41 @@ def build_hf(preset):
     return model, cfg, loss_fn, flops
 
 
+def count_host_syncs(fn):
+    """Host-device synchronisations of one call of fn (a training step), counted from the
+    warnings of torch.cuda.set_sync_debug_mode (.item(), nonzero, copies to the host...)."""
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    return sum("synchronizing" in str(w.message) for w in seen)
+
+
+def kernel_time_per_step(train_step, first, steps=3):
+    """(GPU kernel ms, kernel launches) per step from torch.profiler, over `steps` steps."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for i in range(steps):
+            train_step(first + i)
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return (sum(e.device_time_total for e in events) / 1e3 / steps,
+            sum(e.count for e in events) / steps)
+
+
+def cudagraph_skips():
+    """How many compiled graphs Inductor ran without CUDA graphs under mode reduce-overhead
+    (it logs why: a CPU tensor, a mutated input, ...)."""
+    from torch._dynamo.utils import counters
+    return counters["inductor"]["cudagraph_skips"]
+
+
 def run_one(args, name):
     impl, fp8, compile_ = VARIANTS[name]
     distributed = args.parallel != "none"
@@ -128,11 +183,13 @@ def run_one(args, name):
     torch.manual_seed(1234 + rank)
     peak = measure_matmul_peak()
 
+    overrides = {"vocab_size": args.vocab_size} if args.vocab_size else {}
     if impl == "hf":
-        model, cfg, loss_fn, flops_per_token = build_hf(args.preset)
+        model, cfg, loss_fn, flops_per_token = build_hf(args.preset, overrides)
     else:
         model, cfg, loss_fn, flops_per_token = build_ours(
-            args.preset, fp8, args.activation_checkpointing, args.loss_chunk_rows, args.fp8_backend)
+            args.preset, fp8, args.activation_checkpointing, args.loss_chunk_rows, args.fp8_backend,
+            args.loss_impl, overrides)
     n_params = sum(p.numel() for p in model.parameters())
 
     if args.parallel == "ddp":
@@ -155,35 +212,61 @@ def run_one(args, name):
         optimizers = [torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8,
                                         weight_decay=0.1, fused=True)]
     step_model = model
+    mode = {} if args.compile_mode == "default" or impl == "hf" else {"mode": args.compile_mode}
     if compile_ and args.compile_scope == "block" and impl != "hf":
-        model.compile_by_block()  # as train.py does
+        model.compile_by_block(**mode)  # as train.py does
     elif compile_:
         # transformers' Llama is always compiled whole: what its users do (and what
         # RECIPE §4's measured anchor ran).
-        step_model = torch.compile(model)
+        step_model = torch.compile(model, **mode)
+    # CUDA graphs replay into the same output buffers: each step tells them a new one began
+    graphs = compile_ and mode.get("mode") == "reduce-overhead"
 
     B, T = args.micro_batch, args.seq_len
     # Real-looking data: random tokens (not zeros), a fresh batch per micro-step.
     batches = [torch.randint(0, cfg.vocab_size, (B, T + 1), device="cuda") for _ in range(4)]
-    step_times, opt_times = [], []
-    for step in range(args.warmup + args.steps):
-        s, mid, e = (torch.cuda.Event(enable_timing=True) for _ in range(3))
-        s.record()
+
+    def train_step(step, mid=None):
+        loss = None
         for micro in range(args.accum):
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             batch = batches[(step * args.accum + micro) % len(batches)]
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 loss = loss_fn(step_model, batch[:, :-1], batch[:, 1:])
             (loss / args.accum).backward()
-        mid.record()
+        if mid is not None:
+            mid.record()
         for opt in optimizers:
             opt.step()
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
+        return loss
+
+    step_times, opt_times, host_times = [], [], []
+    t_start = time.perf_counter()
+    for step in range(args.warmup + args.steps):
+        s, mid, e = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+        s.record()
+        t0 = time.perf_counter()
+        loss = train_step(step, mid)
+        host_s = time.perf_counter() - t0  # the CPU's time to issue the step (no sync inside)
         e.record()
         e.synchronize()
+        if step == 0:
+            first_step_s = time.perf_counter() - t_start  # compile, autotune, first run
         if step >= args.warmup:
             step_times.append(s.elapsed_time(e) / 1e3)
             opt_times.append(mid.elapsed_time(e) / 1e3)
+            host_times.append(host_s)
+    final_loss = float(loss)  # read now: CUDA graphs reuse its buffer in the next step
+    host_syncs = count_host_syncs(lambda: train_step(args.warmup + args.steps))
+    kernel_ms = launches = None
+    if args.kernel_time:
+        try:  # an extra: a profiler failure must not cost the step's timing
+            kernel_ms, launches = kernel_time_per_step(train_step, args.warmup + args.steps + 1)
+        except Exception as e:
+            print(f"kernel time not measured: {type(e).__name__}: {e}", flush=True)
     step_s = statistics.median(step_times)
     tokens_per_s = B * T * args.accum / step_s
     result = dict(
@@ -194,9 +277,16 @@ def run_one(args, name):
         mfu=flops_per_token(T) * tokens_per_s / (peak * 1e12),
         optimizer_share=statistics.median(opt_times) / step_s,
         optimizer_s=statistics.median(opt_times),
+        host_s=statistics.median(host_times), host_syncs=host_syncs, first_step_s=first_step_s,
+        kernel_ms_per_step=kernel_ms, kernel_launches_per_step=launches,
+        gpu_busy=kernel_ms / 1e3 / step_s if kernel_ms else None,
+        compile_scope=args.compile_scope if impl != "hf" else "model",
+        compile_mode=args.compile_mode if impl != "hf" else "default",
+        loss_impl=args.loss_impl if impl != "hf" else "hf", vocab_size=cfg.vocab_size,
+        cudagraph_skips=cudagraph_skips(),
         peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30,
         matmul_peak_tflops=peak, device=torch.cuda.get_device_name(),
-        loss=float(loss))
+        loss=final_loss)
     if rank == 0:
         print("RESULT " + json.dumps(result), flush=True)
     if distributed:
@@ -205,6 +295,11 @@ def run_one(args, name):
 
 def main():
     args = parse_args()
+    from model import check_loss_impl
+    try:  # before any GPU work: an unknown backend or a missing package is one line
+        check_loss_impl(args.loss_impl)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     if args.one:
         return run_one(args, args.one)
     results = []
@@ -231,20 +326,23 @@ def main():
 
     ok = [r for r in results if "error" not in r]
     base = {r["variant"]: r["tokens_per_s_per_gpu"] for r in ok}
-    print("\n| variant | tok/s/GPU | MFU | peak GiB | opt share | vs hf | vs ours |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| variant | tok/s/GPU | MFU | peak GiB | opt share | host ms | syncs | GPU busy | vs hf | vs ours |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
-            print(f"| {r['variant']} | failed | | | | | |")
+            print(f"| {r['variant']} | failed | | | | | | | | |")
             continue
         vs_hf = r["tokens_per_s_per_gpu"] / base["hf"] if "hf" in base else float("nan")
         vs_ours = r["tokens_per_s_per_gpu"] / base["ours"] if "ours" in base else float("nan")
+        busy = f"{r['gpu_busy']:.0%}" if r.get("gpu_busy") else "-"
         print(f"| {r['variant']} | {r['tokens_per_s_per_gpu']:.0f} | {r['mfu']:.1%} | "
-              f"{r['peak_mem_gib']:.1f} | {r['optimizer_share']:.1%} | {vs_hf:.2f}x | {vs_ours:.2f}x |")
+              f"{r['peak_mem_gib']:.1f} | {r['optimizer_share']:.1%} | {1e3 * r['host_s']:.1f} | "
+              f"{r['host_syncs']} | {busy} | {vs_hf:.2f}x | {vs_ours:.2f}x |")
     if ok:
         r = ok[0]
         print(f"\n{r['device']}, {r['preset']}, seq {r['seq_len']}, micro-batch {r['micro_batch']}, "
-              f"accum {r['accum']}, {r['parallel']} x{r['world_size']}, compile scope {args.compile_scope}; "
+              f"accum {r['accum']}, {r['parallel']} x{r['world_size']}, compile scope {args.compile_scope}, "
+              f"mode {args.compile_mode}, loss {args.loss_impl}, vocab {r['vocab_size']}; "
               f"measured bf16 peak "
               f"{r['matmul_peak_tflops']:.0f} TFLOP/s")
     if args.json:

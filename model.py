@@ -239,6 +239,72 @@ def chunked_cross_entropy(h, weight, targets, loss_mask=None, output_mult=1.0, c
     return ce_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, False)[0]
 
 
+# The output layer + loss by backend (Xmodel.loss_impl). "chunked" is the default above; the
+# other two are well-kept fused linear + cross-entropy kernels (Triton, CUDA only) from optional
+# packages, compared with it in gpu_tests/loss_bench.py (speed, memory, and loss and both
+# gradients against F.cross_entropy in fp32). Each value: (module to import, pinned package).
+LOSS_IMPLS = {
+    "chunked": None,
+    "liger": ("liger_kernel.transformers.functional", "liger-kernel==0.8.5"),
+    "cce": ("cut_cross_entropy", "cut-cross-entropy==25.1.1"),  # Apple's Cut Cross-Entropy
+}
+EXTERNAL_IGNORE_INDEX = -100  # what both packages skip (this file's own marker is -1)
+
+
+def check_loss_impl(impl):
+    """One-line ValueError, with the fix, for an unknown backend or one whose package does not
+    import here; cheap, so callers run it before any expensive work."""
+    import importlib
+    if impl not in LOSS_IMPLS:
+        raise ValueError(f"loss_impl={impl!r} is not one of {', '.join(map(repr, LOSS_IMPLS))}")
+    if LOSS_IMPLS[impl] is not None:
+        module, package = LOSS_IMPLS[impl]
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"loss_impl={impl!r} needs the package {package}, which does not import "
+                             f"here ({e}): pip install {package}, or use loss_impl='chunked'") from None
+
+
+def liger_chunk_mem_const(rows, d, vocab, chunk_rows):
+    """liger-kernel sizes its chunks as next_pow2(rows / ceil(vocab / (c·d))) rows; its default
+    c = 1 gives 64-row chunks at the proxy's shape and 256-row ones at full size. This c gives
+    chunks of about chunk_rows rows, like the chunked loss (4,096 at both shapes for 4,152)."""
+    return max(1, -(-chunk_rows * vocab // (rows * d)))
+
+
+@torch.compiler.disable  # their Triton launches and host reads (.item(), nonzero) stay eager
+def external_cross_entropy(impl, h, weight, targets, loss_mask=None, output_mult=1.0, chunk_rows=None,
+                           options=None):
+    """chunked_cross_entropy's mean loss through liger-kernel or cut-cross-entropy: ignored and
+    masked-out rows get the packages' ignore index; the µP output multiplier is folded into h
+    ((output_mult·h) @ Wᵀ is the same product: neither package takes a logit scale); operands in
+    the autocast dtype, as the chunked loss casts them. options: keyword arguments for the
+    package's function that replace the choices below (loss_bench.py times its defaults too)."""
+    check_loss_impl(impl)
+    h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
+    ignored = targets == -1
+    if loss_mask is not None:
+        ignored = ignored | ~loss_mask.reshape(-1).bool()
+    targets = targets.masked_fill(ignored, EXTERNAL_IGNORE_INDEX)
+    dev = h.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+    x, w = (h * output_mult).to(dtype), weight.to(dtype)
+    if impl == "liger":
+        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+        chunk_rows = chunk_rows or max(1, LOSS_CHUNK_ELEMENTS // weight.shape[0])
+        # accum_dtype fp32: the weight gradient sums over chunks in fp32 (default: in w's bf16)
+        kwargs = dict(accum_dtype=torch.float32,
+                      chunk_mem_const=liger_chunk_mem_const(x.shape[0], x.shape[1], w.shape[0], chunk_rows))
+        return liger_fused_linear_cross_entropy(x, w, targets, ignore_index=EXTERNAL_IGNORE_INDEX,
+                                                **{**kwargs, **(options or {})})
+    from cut_cross_entropy import linear_cross_entropy
+    # filter_eps=None: exact gradients (its default skips blocks of soft-max values below
+    # 2^-12, an approximation; loss_bench.py measures both)
+    return linear_cross_entropy(x, w, targets, ignore_index=EXTERNAL_IGNORE_INDEX,
+                                **{"filter_eps": None, **(options or {})})
+
+
 class Xmodel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -253,6 +319,7 @@ class Xmodel(nn.Module):
                         nn.Linear(config.d_model, config.vocab_size, bias=False))
         self.loss_chunk_rows = None  # None: LOSS_CHUNK_ELEMENTS // vocab_size rows per chunk
         self.ce_chunks = _ce_chunks  # the loss's chunk loop; compile_by_block() swaps in a compiled one
+        self.loss_impl = "chunked"  # or "liger" / "cce": LOSS_IMPLS, optional packages
         # Non-persistent: derived from the config, so never stored in checkpoints.
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
@@ -311,6 +378,9 @@ class Xmodel(nn.Module):
             # µP: logits × output_scale / width_mult (RECIPE §1).
             return F.linear(h, self.output_weight).float() * self.mult["output_mult"]
         assert kv_cache is None, "the loss is for training/eval on whole sequences"
+        if self.loss_impl != "chunked":
+            return external_cross_entropy(self.loss_impl, h, self.output_weight, targets, loss_mask,
+                                          self.mult["output_mult"], self.loss_chunk_rows)
         return chunked_cross_entropy(h, self.output_weight, targets, loss_mask,
                                      self.mult["output_mult"], self.loss_chunk_rows, self.ce_chunks)
 

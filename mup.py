@@ -214,7 +214,7 @@ def coord_check(make_model, batches, widths=(64, 128, 256, 512, 1024), steps=10,
 
 
 def width_spread(result, step=-1):
-    """max/min across widths of each layer type's mean |activation| at one step."""
+    """max/min across widths of each layer type's mean |activation| at one step (0 = init)."""
     out = {}
     for t, per_width in result.items():
         vals = [curve[step] for curve in per_width]
@@ -222,8 +222,36 @@ def width_spread(result, step=-1):
     return out
 
 
+def coord_check_summary(result, widths, mup=True, strict_init=False):
+    """The printed summary: a table and the max/min spread across widths at step 0 (the init)
+    AND at the last step, so the spread the init produces is never hidden by the trained one."""
+    steps = len(next(iter(result.values()))[0])
+    lines = []
+    for step in sorted({0, steps - 1}):
+        when = "at init, before any update" if step == 0 else f"after {step} updates"
+        lines.append(f"step {step} ({when}):")
+        lines.append(f"{'width':>6} " + " ".join(f"{t:>10}" for t in result))
+        for i, w in enumerate(widths):
+            lines.append(f"{w:>6} " + " ".join(f"{result[t][i][step]:10.4f}" for t in result))
+        lines.append(f"max/min across widths at step {step}: "
+                     + " ".join(f"{t}={v:.2f}" for t, v in width_spread(result, step).items()))
+    if mup:
+        # What the init alone gives at step 0, so the reader can tell it from a µP failure: the
+        # recipe's out/down std 0.1/sqrt(2·n_layers) does not shrink with width (RECIPE §1), so
+        # attn_out and mlp_out grow like sqrt(width); the logits, a width-independent embedding
+        # read out x 1/width_mult, shrink like 1/sqrt(width).
+        ratio = f"sqrt({max(widths)}/{min(widths)}) = {math.sqrt(max(widths) / min(widths)):.2f}x"
+        hidden = ("attn_out, mlp_out flat (--strict_init divides their init by sqrt(width_mult))"
+                  if strict_init else f"attn_out, mlp_out {ratio} larger at the widest (the "
+                  f"recipe's depth-only out/down init, RECIPE §1; --strict_init removes it)")
+        lines.append(f"expected from the init at step 0: {hidden}; logits {ratio} smaller at the "
+                     f"widest (1/width_mult readout)")
+    return "\n".join(lines)
+
+
 def _main():
     import argparse
+    import os
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("coord_check", help="activation size vs width, µP (default) or --sp")
@@ -242,7 +270,7 @@ def _main():
     # 3e-3, not the recipe's 1e-2: 1e-2 is tuned for 480×3712-token batches; with 8×64-token
     # batches it makes these 2-layer models jumpy, which shows as noise across widths.
     c.add_argument("--lr", type=float, default=3e-3, help="µP base (embedding) LR")
-    c.add_argument("--out", default=None, help="PNG path (default coord_check_{mup,sp}.png)")
+    c.add_argument("--out", default=None, help="PNG path (default out/coord_check_{mup,sp}.png)")
     args = p.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
     name = "sp" if args.sp else "mup"
@@ -256,12 +284,10 @@ def _main():
         return Xmodel(ModelConfig(**coord_check_shape(
             width, vocab, args.n_layer, args.n_head, args.n_kv_head, args.seq_len, mup=not args.sp)))
     res = coord_check(make_model, batches, widths, args.steps, lr=args.lr, strict_init=args.strict_init)
-    print(f"coord check ({name.upper()}, data: {source}, vocab {vocab}, {args.n_layer} layers, "
-          f"{args.steps} steps, lr {args.lr}): mean |activation| at the last step")
-    print(f"{'width':>6} " + " ".join(f"{t:>10}" for t in res))
-    for i, w in enumerate(widths):
-        print(f"{w:>6} " + " ".join(f"{res[t][i][-1]:10.4f}" for t in res))
-    print("max/min " + " ".join(f"{t}={v:.2f}" for t, v in width_spread(res).items()))
+    print(f"coord check ({name.upper()}{', strict init' if args.strict_init else ''}, data: {source}, "
+          f"vocab {vocab}, {args.n_layer} layers, {args.steps} steps, lr {args.lr}): "
+          f"mean |activation| of each layer type per width")
+    print(coord_check_summary(res, widths, mup=not args.sp, strict_init=args.strict_init))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -278,7 +304,9 @@ def _main():
     axes[-1].legend(fontsize=6)
     fig.suptitle(f"coordinate check, {name.upper()} (flat in width = µP working)")
     fig.tight_layout()
-    out = args.out or f"coord_check_{name}.png"
+    # under out/ (git-ignored, where runs write) so the repository root stays clean
+    out = args.out or os.path.join("out", f"coord_check_{name}.png")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     fig.savefig(out, dpi=120)
     print(f"wrote {out}")
 

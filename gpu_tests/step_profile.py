@@ -7,11 +7,13 @@ alone at the model's attention shape. bench.py says how fast; this says where to
     python gpu_tests/step_profile.py                     # bf16 and fp8, seq 4096, micro-batch 4
     python gpu_tests/step_profile.py --variants bf16 --rows 30
     python gpu_tests/step_profile.py --variants fp8,fp8_whole_amax   # an A/B of fp8.tensor_amax
+    python gpu_tests/step_profile.py --attention-only --preset proxy --seq-len 2048 --micro-batch 12
 
 Variant fp8_whole_amax is FP8 with fp8.tensor_amax replaced by one reduction over the whole
 tensor (what fp8.py did before taking the maximum of row maxima), to measure that choice.
 """
 import argparse
+import contextlib
 import itertools
 import os
 import sys
@@ -91,9 +93,11 @@ def report(name, per_step, rows):
 
 
 def attention_backends(args):
-    """SDPA forward+backward at the model's shape, per backend that accepts it."""
+    """SDPA forward+backward at the model's attention shape, per backend that accepts it: with
+    grouped-query K/V as the model calls it, and (for the backends that refuse GQA) with K/V
+    repeated to every head first; "default" is SDPA's own pick, what the model gets."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    cfg = model_config("xmodel-2.5")
+    cfg = model_config(args.preset)
     hd = cfg.d_model // cfg.n_head
     B, T = args.micro_batch, args.seq_len
     q = torch.randn(B, cfg.n_head, T, hd, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -101,19 +105,26 @@ def attention_backends(args):
     v = torch.randn_like(k, requires_grad=True)
     g = torch.randn(B, cfg.n_head, T, hd, device="cuda", dtype=torch.bfloat16)
     flops = 4 * B * cfg.n_head * T * T * hd / 2 * 3.5  # causal; backward ~2.5x forward
-    print(f"\n## SDPA alone, B={B} heads {cfg.n_head}/{cfg.n_kv_head} T={T} head dim {hd}, "
+    print(f"\n## SDPA alone ({args.preset}), B={B} heads {cfg.n_head}/{cfg.n_kv_head} T={T} head dim {hd}, "
           f"causal, forward+backward, one layer\n")
-    print("| backend | ms | TFLOP/s | x 48 layers (ms) |\n|---|---|---|---|")
-    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
-        def run():
-            with sdpa_kernel(backend):
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-            out.backward(g)
-        try:
-            ms = median_ms(run)
-            print(f"| {backend.name} | {ms:.2f} | {flops / ms / 1e9:.0f} | {48 * ms:.0f} |")
-        except Exception as e:  # a backend may refuse GQA or the shape
-            print(f"| {backend.name} | refused: {type(e).__name__}: {str(e)[:80]} | | |")
+    print(f"| backend | K/V | ms | TFLOP/s | x {cfg.n_layer} layers (ms) |\n|---|---|---|---|---|")
+    repeat = cfg.n_head // cfg.n_kv_head
+    for backend in ("default", SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
+                    SDPBackend.EFFICIENT_ATTENTION):
+        for expand in (False, True):
+            def run():
+                ctx = contextlib.nullcontext() if backend == "default" else sdpa_kernel(backend)
+                kk, vv = (k.repeat_interleave(repeat, 1), v.repeat_interleave(repeat, 1)) if expand else (k, v)
+                with ctx:
+                    out = F.scaled_dot_product_attention(q, kk, vv, is_causal=True, enable_gqa=not expand)
+                out.backward(g)
+            name = getattr(backend, "name", backend)
+            kv = "repeated" if expand else "grouped"
+            try:
+                ms = median_ms(run)
+                print(f"| {name} | {kv} | {ms:.2f} | {flops / ms / 1e9:.0f} | {cfg.n_layer * ms:.0f} |")
+            except Exception as e:  # a backend may refuse GQA or the shape
+                print(f"| {name} | {kv} | refused: {type(e).__name__}: {' '.join(str(e).split())[:80]} | | |")
 
 
 def main():
@@ -124,9 +135,13 @@ def main():
     p.add_argument("--loss-chunk-rows", type=int, default=4096)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--rows", type=int, default=20)
+    p.add_argument("--attention-only", action="store_true", help="only the SDPA backends alone")
+    p.add_argument("--preset", default="xmodel-2.5", help="model shape for --attention-only")
     args = p.parse_args()
     set_compile_limits()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
+    if args.attention_only:
+        return attention_backends(args)
     totals = {}
     for v in args.variants.split(","):
         totals[v] = report(v, profile_steps(v, args), args.rows)

@@ -329,3 +329,97 @@ def test_flops_per_token_is_6n_plus_the_attention_term():
         model = Xmodel(model_config("xmodel-2.5"))
     # 6 · 1,350,059,520 + 12 · 48 layers · 24 heads · 64 · 3712 tokens
     assert model.flops_per_token(3712) == 6 * 1_350_059_520 + 12 * 48 * 1536 * 3712
+
+
+class FakeFusedLoss:
+    """Stands in for liger-kernel's / cut-cross-entropy's fused linear + cross-entropy (Triton,
+    CUDA only): the plain mean CE of x @ wᵀ over targets != -100, the contract both document.
+    Records what model.py passed, so the tests see the adapter's mapping of masks and scales."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, w, targets, ignore_index=-100, **kwargs):
+        self.calls.append(dict(targets=targets.clone(), dtype=x.dtype, **kwargs))
+        return F.cross_entropy((x @ w.t()).float(), targets, ignore_index=ignore_index)
+
+
+@pytest.fixture
+def fake_loss_packages(monkeypatch):
+    import types
+    fake = FakeFusedLoss()
+    liger = types.ModuleType("liger_kernel.transformers.functional")
+    liger.liger_fused_linear_cross_entropy = fake
+    cce = types.ModuleType("cut_cross_entropy")
+    cce.linear_cross_entropy = fake
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers.functional", liger)
+    monkeypatch.setitem(sys.modules, "cut_cross_entropy", cce)
+    return fake
+
+
+@pytest.mark.parametrize("impl", ["liger", "cce"])
+def test_external_loss_backends_get_masks_ignores_and_the_mup_logit_scale(impl, fake_loss_packages):
+    # The adapter must hand the package the chunked loss's function: masked-out and -1 targets
+    # ignored, logits x output_mult (0.5 in the tiny preset: width 64 over base 32).
+    chunked, external = tiny(), tiny()
+    external.load_state_dict(chunked.state_dict())
+    external.loss_impl = impl
+    assert chunked.mult["output_mult"] == 0.5
+    x, y = tokens(2, 16), tokens(2, 16, seed=2)
+    y[0, 2:4] = -1
+    mask = torch.ones(2, 16, dtype=torch.uint8)
+    mask[1, :5] = 0
+    losses = [m(x, y, loss_mask=mask) for m in (chunked, external)]
+    for loss in losses:
+        loss.backward()
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-6, rtol=1e-6)
+    for name in ("embed.weight", "norm.weight", "blocks.0.attn.qkv.weight"):
+        torch.testing.assert_close(external.get_parameter(name).grad, chunked.get_parameter(name).grad,
+                                   atol=1e-6, rtol=1e-5)
+    call = fake_loss_packages.calls[-1]
+    assert (call["targets"] == -100).sum() == 2 + 5
+    if impl == "liger":  # fp32 accumulation of the weight gradient, chunks of the chunked loss's size
+        assert call["accum_dtype"] == torch.float32 and call["chunk_mem_const"] >= 1
+    else:  # exact gradients, not CCE's default soft-max filter
+        assert call["filter_eps"] is None
+
+
+def test_external_loss_runs_in_the_autocast_dtype(fake_loss_packages):
+    model = tiny()
+    model.loss_impl = "liger"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(tokens(2, 8), tokens(2, 8, seed=2))
+    assert fake_loss_packages.calls[-1]["dtype"] == torch.bfloat16
+
+
+def test_default_loss_is_the_chunked_one_and_calls_no_package(fake_loss_packages):
+    model = tiny()
+    assert model.loss_impl == "chunked"
+    model(tokens(2, 8), tokens(2, 8, seed=2)).backward()
+    assert fake_loss_packages.calls == []
+
+
+def test_liger_chunk_mem_const_gives_chunks_of_the_chunked_loss_size():
+    import math
+    from model import liger_chunk_mem_const
+
+    def liger_rows(n, d, vocab, c):  # liger-kernel 0.8.5's rule for its chunk rows
+        return min(n, 2 ** math.ceil(math.log2(-(-n // -(-vocab // (c * d))))))
+    assert liger_rows(24576, 256, 129280, 1) == 64  # its default at the proxy's shape
+    for n, d in ((24576, 256), (16384, 1536)):  # the proxy's and the full model's micro-batch
+        assert liger_rows(n, d, 129280, liger_chunk_mem_const(n, d, 129280, 4152)) == 4096
+
+
+def test_missing_or_unknown_loss_backend_is_one_line_with_the_fix(monkeypatch):
+    from model import check_loss_impl
+    monkeypatch.setitem(sys.modules, "cut_cross_entropy", None)  # as if not installed
+    with pytest.raises(ValueError) as err:
+        check_loss_impl("cce")
+    msg = str(err.value)
+    assert "\n" not in msg and "pip install cut-cross-entropy==25.1.1" in msg and "'chunked'" in msg
+    model = tiny()
+    model.loss_impl = "cce"
+    with pytest.raises(ValueError, match="pip install cut-cross-entropy"):
+        model(tokens(1, 8), tokens(1, 8, seed=2))
+    with pytest.raises(ValueError, match="not one of 'chunked', 'liger', 'cce'"):
+        check_loss_impl("fused")

@@ -106,3 +106,29 @@ def test_coord_check_cli_prints_a_table_and_writes_a_png(tmp_path):
                          capture_output=True, text=True, timeout=120, check=True).stdout
     assert "logits" in out and "max/min" in out
     assert png.stat().st_size > 10_000
+
+
+def test_coord_check_summary_shows_the_init_spread_at_step_0_and_the_last_step_spread():
+    # The recipe's width-independent out/down init makes attn_out/mlp_out at step 0 grow like
+    # sqrt(width) (RECIPE §1): ~2x across 32 -> 128. A summary of the last step alone hid it.
+    widths = (32, 128)
+    batches = mup.shakespeare_byte_batches(seq_len=32, batch_size=4, steps=3)
+    res = mup.coord_check(coord_check_models(True), batches, widths=widths, steps=3, lr=3e-3)
+    text = mup.coord_check_summary(res, widths)
+    first, last = mup.width_spread(res, 0), mup.width_spread(res, -1)
+    assert first["attn_out"] > 1.5 and first["mlp_out"] > 1.5, first
+    for step, spread in ((0, first), (2, last)):
+        line = next(l for l in text.splitlines() if l.startswith(f"max/min across widths at step {step}:"))
+        assert line.endswith(" ".join(f"{t}={v:.2f}" for t, v in spread.items())), line
+    rows0 = text.split("step 0 (")[1].split("step 2 (")[0].splitlines()
+    assert f"{res['attn_out'][1][0]:10.4f}" in next(r for r in rows0 if r.split()[:1] == ["128"])
+    assert "sqrt(128/32) = 2.00x" in text
+
+
+def test_coord_check_cli_prints_both_steps_and_writes_its_png_under_out(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "mup.py"), "coord_check", "--widths", "32,64",
+                          "--steps", "2", "--data", "bytes"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "max/min across widths at step 0:" in out and "max/min across widths at step 1:" in out
+    assert (tmp_path / "out" / "coord_check_mup.png").stat().st_size > 10_000
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing in the working folder itself

@@ -297,6 +297,45 @@ def test_undecodable_bytes_are_replaced_and_counted_but_binary_files_are_refused
         prep([str(tmp_path / "in" / "bin.txt")], tmp_path / "ds2")
 
 
+ONE_FILE = "A first paragraph of the only file.\n\nA second paragraph.\n\nAnd a third one."
+
+
+def test_a_single_text_file_says_its_one_document_went_to_val_and_suggests_txt_split_blank(tmp_path):
+    (tmp_path / "notes.txt").write_text(ONE_FILE)
+    proc = subprocess.run([sys.executable, str(ROOT / "prepare.py"), "--input", str(tmp_path / "notes.txt"),
+                           "--out", str(tmp_path / "ds"), "--tokenizer", "bpe:300", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "validation split" in err and "--txt-split blank" in err, err
+    assert not (tmp_path / "ds").exists() and not list(tmp_path.glob(".ds.partial-*"))
+    # the suggested fix works: three paragraphs -> one for val, two to train on
+    meta, _ = prep([str(tmp_path / "notes.txt")], tmp_path / "ds", val_fraction=0.01, txt_split="blank")
+    assert (meta["splits"]["val"]["documents"], meta["splits"]["train"]["documents"]) == (1, 2)
+
+
+def test_all_documents_in_val_without_text_files_does_not_suggest_txt_split(tmp_path):
+    (tmp_path / "one.jsonl").write_text('{"text": "the only record"}\n')
+    with pytest.raises(PrepareError, match="validation split") as e:
+        prep([str(tmp_path / "one.jsonl")], tmp_path / "ds", val_fraction=0.01)
+    assert "--txt-split" not in str(e.value)
+
+
+def test_markdown_files_are_read_as_text_like_txt(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "sub" / "README.md").write_text("# Title\n\nSome *markdown* text.")
+    (tmp_path / "in" / "a.txt").write_text(DOCS[0])
+    assert prepare.expand_inputs([str(tmp_path / "in")]) == [str(tmp_path / "in" / "a.txt"),
+                                                             str(tmp_path / "in" / "sub" / "README.md")]
+    docs = list(prepare.iter_documents([str(tmp_path / "in" / "sub" / "README.md")], txt_split="blank"))
+    assert docs == ["# Title", "Some *markdown* text."]
+    meta, _ = prep([str(tmp_path / "in")], tmp_path / "ds")
+    tok = prepare.load_tokenizer(tmp_path / "ds")
+    assert [tok.decode(d) for d in split_docs(shard_tokens(tmp_path / "ds"), tok.eos_id)] == \
+        [DOCS[0], "# Title\n\nSome *markdown* text."]
+
+
 def test_missing_or_invalid_json_names_file_line_and_the_fix(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"text": "fine"}\n{"content": "other field"}\n')
     with pytest.raises(PrepareError, match=r"a\.jsonl:2: no field 'text'.*--field"):
