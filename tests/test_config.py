@@ -173,7 +173,11 @@ def test_include_of_an_unset_key_or_a_cycle_is_an_error(tmp_path):
         load_config(str(tmp_path / "a.py"))
 
 
-def test_proxy_takes_only_the_stable_mix_from_stable_s1():
-    proxy = load_config(os.path.join(ROOT, "config", "proxy.py"), world_size=1)
-    s1 = load_config(os.path.join(ROOT, "config", "stable_s1.py"), world_size=8)
-    assert proxy.data == s1.data and s1.fp8 and not proxy.fp8  # nothing else of S1
+def test_proxy_is_one_uncommented_line_from_the_stable_mix_and_nothing_else_of_s1(tmp_path):
+    text = open(os.path.join(ROOT, "config", "proxy.py")).read()
+    line = '# include("stable_s1.py", "data")'
+    assert line in text
+    s1_path = os.path.abspath(os.path.join(ROOT, "config", "stable_s1.py"))
+    path = write(tmp_path, text.replace(line, f"include({s1_path!r}, 'data')"), "proxy.py")
+    proxy, s1 = load_config(path, world_size=1), load_config(s1_path, world_size=8)
+    assert proxy.data == s1.data and s1.fp8 and not proxy.fp8  # the mix, nothing else of S1
