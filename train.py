@@ -744,7 +744,7 @@ def setup(cfg: Config, stop) -> Run:
         try:
             import wandb  # noqa: F401
         except ImportError:
-            raise ImportError("wandb_log=True needs `pip install wandb` (wandb_mode='offline' works "
+            raise ConfigError("wandb_log=True needs `pip install wandb` (wandb_mode='offline' works "
                               "without an account)") from None
     if cfg.fp8:  # here, not at the first forward: before out_dir, data, model and compile
         fp8.check_fp8_supported(d.device, emulate=cfg.fp8_emulate)
@@ -781,9 +781,11 @@ def setup(cfg: Config, stop) -> Run:
         if cfg.init_from == "resume":
             checkpoint.restore_rng(train_state, d)
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and cuda) else torch.float32
-    return Run(cfg, d, model, raw_model, opt, schedule.WSD.from_config(cfg), data, val_sets, dtype,
-               fsdp, use_compile, fp8_report, step, t_start, Monitor(cfg),
-               Logger(cfg, d, cfg.max_steps - step), stop)
+    return Run(cfg=cfg, d=d, model=model, raw_model=raw_model, opt=opt,
+               lr_schedule=schedule.WSD.from_config(cfg), data=data, val_sets=val_sets, dtype=dtype,
+               fsdp=fsdp, use_compile=use_compile, fp8_report=fp8_report, start_step=step,
+               t_start=t_start, monitor=Monitor(cfg), logger=Logger(cfg, d, cfg.max_steps - step),
+               stop=stop)
 
 
 @dataclass
