@@ -102,6 +102,10 @@ def test_command_line_overrides_the_file(tmp_path):
     (["--parallel='zero'"], r"parallel must be 'ddp' or 'fsdp'"),
     (["--min_lr=1.0"], r"min_lr \(1.0\) must be in \[0, learning_rate"),
     (["--load_optimizer=True"], r"load_optimizer=True needs init_from"),
+    # caught only by the first step's schedule check, or by the FP8 conversion, before:
+    (["--decay_shape='exponential'", "--decay_start_step=30", "--decay_steps=10"],
+     r"decay_shape='exponential' needs min_lr > 0"),
+    (["--fp8_backend='tensorrt'"], r"fp8_backend must be 'auto', 'te' or 'native', got 'tensorrt'"),
 ])
 def test_inconsistent_values_are_rejected_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -333,8 +333,8 @@ def test_flops_per_token_is_6n_plus_the_attention_term():
 
 class FakeFusedLoss:
     """Stands in for liger-kernel's / cut-cross-entropy's fused linear + cross-entropy (Triton,
-    CUDA only): the plain mean CE of x @ wᵀ over targets != -100, the contract both document.
-    Records what model.py passed, so the tests see the adapter's mapping of masks and scales."""
+    CUDA only): the plain mean CE of x @ wᵀ over targets != -100, the function both packages
+    document. Records what model.py passed, so the tests see the adapter's mapping of masks and scales."""
 
     def __init__(self):
         self.calls = []
