@@ -216,8 +216,8 @@ def run_one(args, name):
     if compile_ and args.compile_scope == "block" and impl != "hf":
         model.compile_by_block(**mode)  # as train.py does
     elif compile_:
-        # transformers' Llama is always compiled whole: what its users do (and what the
-        # issue's anchor measured).
+        # transformers' Llama is always compiled whole: what its users do (and what
+        # RECIPE §4's measured anchor ran).
         step_model = torch.compile(model, **mode)
     # CUDA graphs replay into the same output buffers: each step tells them a new one began
     graphs = compile_ and mode.get("mode") == "reduce-overhead"

@@ -7,7 +7,7 @@ Both sides get the same in-memory documents (the default corpus: Shakespeare + P
 "raw" is one `Tokenizer.encode_batch(docs)` call of the `tokenizers` library (Rust threads on
 all cores), i.e. the ceiling. "prepare" is prepare.prepare() end to end on those documents:
 batching, encoding, EOS insertion, uint16/uint32 conversion, shard writes with fsync, sha256,
-meta.json. The issue's target: prepare >= 80% of raw on this 2-core machine. Runs are
+meta.json. The target: prepare >= 80% of raw on this 2-core machine. Runs are
 interleaved and the median and best are reported, because a shared machine's load drifts
 (best-of is the figure least disturbed by other processes).
 """
@@ -88,7 +88,7 @@ GPU_TOKENS_PER_S = 42_823
 
 def reader_speed(batch=8, seq_len=4096, iters=200):
     """The reader side: Mixture.get_batch over data/default, one micro-batch per call, against
-    what a GPU consumes (the speed issue's target: at least 10x)."""
+    what a GPU consumes (the target: at least 10x)."""
     mix = prepare.Mixture({"data/default": 1.0}, "train", seq_len=seq_len, seed=0)
     times = []
     for i in range(iters):

@@ -35,7 +35,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import mup
-from model import ModelConfig, Xmodel, resolve_checkpoint
+from checkpoint import load_model, model_file, write_model
+from model import ModelConfig, Xmodel
 
 
 def _hf_names(i):
@@ -59,7 +60,7 @@ def _folds(cfg):
 
 def export_hf(checkpoint, out_dir, dtype=torch.float32):
     """Write a transformers-loadable Llama directory for an Xmodel checkpoint -> out_dir."""
-    model = Xmodel.from_checkpoint(checkpoint, map_location="cpu")
+    model = load_model(checkpoint)
     cfg, info = model.config, model.checkpoint_info
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -213,23 +214,6 @@ def _tokenizer_meta(hf_dir, c):
     return {**load_tokenizer(str(hf_dir / "tokenizer.json"), eos_token=eos_token).meta(), "name": hf_dir.name}
 
 
-def save_checkpoint(model, out):
-    """Write `model` as a consolidated checkpoint (contract layout) -> path of model.pt.
-    `out` ending in .pt is the file; otherwise a step dir that gets model.pt + tokenizer.json."""
-    out = Path(out)
-    model_pt = out if out.suffix == ".pt" else out / "model.pt"
-    model_pt.parent.mkdir(parents=True, exist_ok=True)
-    info = getattr(model, "checkpoint_info", {}) or {}
-    torch.save({"model_config": asdict(model.config),
-                "model": {k: v.float() for k, v in model.state_dict().items()},
-                "tokenizer": info.get("tokenizer"), "step": info.get("step", 0),
-                "config": info.get("config", {})}, model_pt)
-    src = (info.get("config") or {}).get("imported_from")
-    if src and (Path(src) / "tokenizer.json").is_file():
-        shutil.copyfile(Path(src) / "tokenizer.json", model_pt.parent / "tokenizer.json")
-    return model_pt
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -242,12 +226,14 @@ def main(argv=None):
     im.add_argument("out", help="step dir (gets model.pt) or a .pt file")
     args = ap.parse_args(argv)
     if args.cmd == "export":
-        print(f"exported {resolve_checkpoint(args.checkpoint)} -> "
+        print(f"exported {model_file(args.checkpoint)} -> "
               f"{export_hf(args.checkpoint, args.out_dir, getattr(torch, args.dtype))}")
     else:
         model = import_hf(args.hf_dir)
-        print(f"imported {args.hf_dir} ({model.num_params() / 1e6:.1f}M params) -> "
-              f"{save_checkpoint(model, args.out)}")
+        info, tok = model.checkpoint_info, Path(args.hf_dir) / "tokenizer.json"
+        model_pt = write_model(model, args.out, info["tokenizer"], info["step"], info["config"],
+                               tok if tok.is_file() else None)
+        print(f"imported {args.hf_dir} ({model.num_params() / 1e6:.1f}M params) -> {model_pt}")
 
 
 if __name__ == "__main__":

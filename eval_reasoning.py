@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sample import generate_text, load_checkpoint
+from checkpoint import load_model_and_tokenizer
+from sample import generate_text
 
 LM_EVAL_PIN = "lm-eval==0.4.13"  # the version this adapter was written and tested against
 try:
@@ -277,7 +278,7 @@ def load_model(path, device, dtype):
         model = import_hf(p)
         tokenizer = load_tokenizer(str(p / "tokenizer.json"))
     else:
-        model, tokenizer, _ = load_checkpoint(path)
+        model, tokenizer, _ = load_model_and_tokenizer(path)
     return model.to(device=device, dtype=dtype).eval(), tokenizer
 
 

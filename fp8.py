@@ -13,8 +13,9 @@ Two backends with the same recipe:
   the paper's implementation.
 - "native": Float8Linear below, built on torch._scaled_mm, for machines without TE.
 "auto" picks TE when `import transformer_engine.pytorch` works, else native, and says so.
-The embedding/output layer and the norms stay in high precision (issue 6; the tied
-129,280-vocab output feeds the loss directly and shares its weight with the embedding).
+The embedding/output layer and the norms stay in high precision (the tied 129,280-vocab
+output feeds the loss directly and shares its weight with the embedding; RECIPE §4's measured
+anchor converts the decoder Linears only, too).
 
 Delayed scaling, as TE defines it: the scale used at step t comes from the amaxes of the
 previous steps, scale = fp8_max / (max(amax_history) * 2**margin); the amax seen at step t is
@@ -260,12 +261,6 @@ class Float8Linear(nn.Module):
         if self.training and torch.is_grad_enabled():
             self.history_started = True
         return y.reshape(*x.shape[:-1], self.out_features)
-
-    def scales(self):
-        """The scales the next step will use, per row (input, weight, grad_output); for logging."""
-        zero = torch.zeros((), device=self.fp8_amax_history.device)
-        return [delayed_scale(self.fp8_amax_history[i], zero, dt, self.margin, self.amax_compute_algo)
-                for i, dt in ((INPUT, E4M3), (WEIGHT, E4M3), (GRAD_OUTPUT, E5M2))]
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias=False, "

@@ -3,9 +3,9 @@
 Pre-RMSNorm blocks, grouped-query attention through scaled_dot_product_attention, RoPE,
 SwiGLU, tied input/output embeddings (untied as an option, for imported Llamas), no biases,
 no dropout. The µP multipliers and init stds come from mup.py. A plain nn.Module: FSDP,
-torch.compile and FP8 are applied from outside (train.py, fp8.py).
+torch.compile and FP8 are applied from outside (train.py, fp8.py); checkpoint.py reads
+and writes it.
 """
-import os
 from dataclasses import dataclass, fields
 
 import torch
@@ -417,29 +417,3 @@ class Xmodel(nn.Module):
         cfg = self.config
         n = self.num_params(exclude_embeddings=not cfg.tie_embeddings)
         return 6 * n + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * seq_len
-
-    @classmethod
-    def from_checkpoint(cls, path, map_location="cpu") -> "Xmodel":
-        """Loads a consolidated model.pt; path: run dir (uses ckpt/latest), step dir or file.
-        The checkpoint's other entries land in model.checkpoint_info (tokenizer, step, config)."""
-        path = resolve_checkpoint(path)
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        model = cls(ModelConfig(**ckpt["model_config"]))
-        model.load_state_dict(ckpt["model"])
-        model.checkpoint_info = {k: ckpt.get(k) for k in ("tokenizer", "step", "config")}
-        model.checkpoint_info["path"] = path
-        return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
-
-
-def resolve_checkpoint(path) -> str:
-    """run dir -> ckpt/<latest>/model.pt ; step dir -> model.pt ; file -> itself."""
-    if os.path.isfile(path):
-        return path
-    for latest in (os.path.join(path, "ckpt", "latest"), os.path.join(path, "latest")):
-        if os.path.isfile(latest):
-            name = open(latest).read().strip()
-            step_dir = name if os.path.isabs(name) else os.path.join(os.path.dirname(latest), os.path.basename(name))
-            return resolve_checkpoint(step_dir)
-    if os.path.isfile(os.path.join(path, "model.pt")):
-        return os.path.join(path, "model.pt")
-    raise FileNotFoundError(f"no model.pt, ckpt/latest or latest under {path!r}")

@@ -110,8 +110,7 @@ def update_scale(rows, cols, matched_adamw_rms=0.2):
 
 class Muon(torch.optim.Optimizer):
     """Muon for 2-D hidden matrices. Param groups carry lr and weight_decay (as for AdamW;
-    extra keys such as lr_mult, names, role are kept and ignored), optionally row_splits.
-    After each step, `last_stats[i]` holds group i's lr-free update RMS (~0.2 by design)."""
+    extra keys such as lr_mult, names, role are kept and ignored), optionally row_splits."""
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_steps=5, ns_coefficients=NS_COEFFICIENTS, eps=1e-7, matched_adamw_rms=0.2,
@@ -126,7 +125,6 @@ class Muon(torch.optim.Optimizer):
         self.ns_dtype = ns_dtype
         self.distributed = distributed    # None: auto (dist initialized and world > 1)
         self.process_group = process_group
-        self.last_stats = []
         for group in self.param_groups:
             splits = group["row_splits"]
             if splits is not None and len(splits) != len(group["params"]):
@@ -181,17 +179,11 @@ class Muon(torch.optim.Optimizer):
         results = self._orthogonalize(items, blocks)
 
         # 3. Decoupled weight decay and the scaled update, identical on every rank.
-        sums = {}
         for k, (gi, p, U, spans) in enumerate(items):
             group = self.param_groups[gi]
             lr, cols = group["lr"], p.shape[1]
             scales = [update_scale(r1 - r0, cols, group["matched_adamw_rms"]) for r0, r1 in spans]
             outs = [results[(k, r0)] for r0, _ in spans]
-            sq, n = sums.get(gi, (0.0, 0))
-            for s, O in zip(scales, outs):  # summed on device: one host sync per group below
-                sq = sq + s * s * O.float().square().sum()
-                n += O.numel()
-            sums[gi] = (sq, n)
             O = outs[0] if len(outs) == 1 else torch.cat(outs)
             local = p.to_local() if _is_dtensor(p) else p
             local.mul_(1 - lr * group["weight_decay"])
@@ -203,12 +195,6 @@ class Muon(torch.optim.Optimizer):
                                        for (r0, r1), s in zip(spans, scales)]).to(O.device)
                 scaled = O.to(torch.float32) * row_scale
                 local.add_(_local_part(scaled, p).to(local.dtype), alpha=-lr)
-        self.last_stats = []
-        for gi, group in enumerate(self.param_groups):
-            sq, n = sums.get(gi, (0.0, 0))
-            rms = math.sqrt(float(sq) / n) if n else 0.0
-            self.last_stats.append({"update_rms": rms, "step_rms": group["lr"] * rms,
-                                    "lr": group["lr"], "role": group.get("role")})
         return loss
 
     def _orthogonalize(self, items, blocks):
@@ -299,33 +285,7 @@ def fused_row_splits(name, n_head, n_kv_head, head_dim, d_ffn):
 def add_fused_row_splits(groups, model_config):
     """Set group["row_splits"] from group["names"]: the per-logical-matrix ablation."""
     c = model_config
-    head_dim = getattr(c, "head_dim", c.d_model // c.n_head)
     for g in groups:
-        g["row_splits"] = [fused_row_splits(n, c.n_head, c.n_kv_head, head_dim, c.d_ffn)
+        g["row_splits"] = [fused_row_splits(n, c.n_head, c.n_kv_head, c.head_dim, c.d_ffn)
                            for n in g["names"]]
     return groups
-
-
-# ---------------------------------------------------------------------------------------
-# Logging helper for the switch (issue 5: update RMS per optimizer around the switch).
-
-def adamw_update_rms(optimizer):
-    """Per group, the RMS of AdamW's lr-free update m_hat/(sqrt(v_hat)+eps), comparable to
-    Muon.last_stats[i]["update_rms"]. Groups without state yet give 0.0."""
-    out = []
-    for group in optimizer.param_groups:
-        beta1, beta2 = group["betas"]
-        sq, n = 0.0, 0
-        for p in group["params"]:
-            st = optimizer.state.get(p)
-            if not st or "exp_avg" not in st:
-                continue
-            t = float(st["step"])
-            m, v = st["exp_avg"], st["exp_avg_sq"]
-            if _is_dtensor(m):
-                m, v = m.full_tensor(), v.full_tensor()
-            u = (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + group["eps"])
-            sq += u.float().square().sum().item()
-            n += u.numel()
-        out.append(math.sqrt(sq / n) if n else 0.0)
-    return out

@@ -2,7 +2,8 @@
 
 Every number here is from RECIPE §1 (read from the Megatron fork's `--use-mup` code paths).
 model.py asks this file for its multipliers and init stds; train.py asks it for the
-parameter groups. `python mup.py coord_check` runs the coordinate check (see bottom).
+parameter groups. `python mup.py coord_check` runs the coordinate check (see bottom). This
+file imports nothing of the project at module level: model.py sits above it.
 
 µP in one paragraph: tune hyper-parameters on a narrow proxy (width 256 = base width), then
 widen the model by width_mult = d_model / 256 while keeping every activation's typical
@@ -149,28 +150,32 @@ def shakespeare_byte_batches(seq_len, batch_size, steps, seed=0):
     return batches
 
 
-def coord_check(widths=(64, 128, 256, 512, 1024), steps=10, data=None, mup=True, n_layer=2,
-                n_head=4, n_kv_head=1, seq_len=64, batch_size=8, lr=3e-3, seed=0,
-                batches=None, vocab_size=None, strict_init=False):
+def coord_check_shape(width, vocab_size, n_layer=2, n_head=4, n_kv_head=1, seq_len=64, mup=True):
+    """ModelConfig fields of the coordinate check's model at `width`. n_head stays fixed, so
+    head_dim grows with width (d/4): this exercises the µP 1/head_dim attention rule, which only
+    matters when head_dim changes. FFN = 2.5·d as in the proxy (640/256) and the full model
+    (3840/1536)."""
+    return dict(vocab_size=vocab_size, n_layer=n_layer, d_model=width, n_head=n_head,
+                n_kv_head=n_kv_head, d_ffn=5 * width // 2, max_seq_len=seq_len, mup=mup)
+
+
+def coord_check(make_model, batches, widths=(64, 128, 256, 512, 1024), steps=10, lr=3e-3, seed=0,
+                strict_init=False):
     """Returns {layer_type: [[mean|act| per step] per width]}.
 
-    Widths keep n_head fixed, so head_dim grows with width (d/4): this exercises the µP
-    1/head_dim attention rule, which only matters when head_dim changes. FFN = 2.5·d as in
-    the proxy (640/256) and the full model (3840/1536). strict_init additionally divides the
-    out/down init by sqrt(width_mult) (textbook µP, not the recipe) to show what the recipe's
-    depth-only scaling of those matrices costs at step 0.
+    make_model(width) builds the model at that width, e.g. Xmodel(ModelConfig(
+    **coord_check_shape(width, vocab))): the caller builds it, because model.py imports this
+    file and not the other way round. batches: [(x, y)], the same at every width. strict_init
+    additionally divides the out/down init by sqrt(width_mult) (textbook µP, not the recipe) to
+    show what the recipe's depth-only scaling of those matrices costs at step 0.
     """
-    from model import ModelConfig, Xmodel  # lazy: model.py imports this file
-    if batches is None:
-        batches, vocab_size, _ = _coord_check_tokens(data, seq_len, batch_size, steps, seed)
     types = ("embedding", "attn_out", "mlp_out", "logits")
     result = {t: [] for t in types}
     for width in widths:
-        cfg = ModelConfig(vocab_size=vocab_size, n_layer=n_layer, d_model=width, n_head=n_head,
-                          n_kv_head=n_kv_head, d_ffn=5 * width // 2, max_seq_len=seq_len, mup=mup)
         torch.manual_seed(seed)
-        model = Xmodel(cfg)
-        if strict_init and mup:
+        model = make_model(width)
+        cfg = model.config
+        if strict_init and cfg.mup:
             with torch.no_grad():
                 for block in model.blocks:
                     block.attn.out.weight.div_(math.sqrt(width_mult(cfg)))
@@ -271,10 +276,14 @@ def _main():
     name = "sp" if args.sp else "mup"
     batches, vocab, source = _coord_check_tokens(args.data, args.seq_len, args.batch_size,
                                                  args.steps)
-    res = coord_check(widths, args.steps, mup=not args.sp, n_layer=args.n_layer,
-                      n_head=args.n_head, n_kv_head=args.n_kv_head, seq_len=args.seq_len,
-                      batch_size=args.batch_size, lr=args.lr, batches=batches, vocab_size=vocab,
-                      strict_init=args.strict_init)
+    # The command line builds its models itself: an import made only when mup.py runs as a
+    # script, so `import mup` (what model.py does) never imports model.py.
+    from model import ModelConfig, Xmodel
+
+    def make_model(width):
+        return Xmodel(ModelConfig(**coord_check_shape(
+            width, vocab, args.n_layer, args.n_head, args.n_kv_head, args.seq_len, mup=not args.sp)))
+    res = coord_check(make_model, batches, widths, args.steps, lr=args.lr, strict_init=args.strict_init)
     print(f"coord check ({name.upper()}{', strict init' if args.strict_init else ''}, data: {source}, "
           f"vocab {vocab}, {args.n_layer} layers, {args.steps} steps, lr {args.lr}): "
           f"mean |activation| of each layer type per width")

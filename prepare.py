@@ -883,7 +883,7 @@ def check_datasets_exist(paths):
 # ----------------------------------------------------------------------------- writing
 
 def fsync_dir(path):
-    """Makes a rename or a new file inside `path` durable (train.py's checkpoints use it too)."""
+    """Makes a rename or a new file inside `path` durable (checkpoint.py uses it too)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -1180,7 +1180,7 @@ def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, va
             meta["chat_template"] = "<|role|>\\n{content}\\n for prompts; <|assistant|>\\n{reply}<EOS>; mask 1 on reply+EOS"
         write_atomic(stage / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False).encode())
         fsync_dir(stage)
-        _swap_into_place(stage, out)
+        swap_into_place(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -1195,9 +1195,14 @@ def prepare(inputs, out, tokenizer="deepseek-v3", *, field="text", sft=False, va
     return meta
 
 
-def _swap_into_place(stage, out):
+def swap_into_place(stage, out):
+    """Rename the complete folder `stage` to `out`; an existing `out` is renamed aside first and
+    removed after, so a reader sees the old folder or the new one, never a mix. Prepared
+    datasets and checkpoints (checkpoint.py) are both put in place through it."""
+    stage, out = Path(stage), Path(out)
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
         os.rename(out, old)
         os.rename(stage, out)
         shutil.rmtree(old)
@@ -1719,8 +1724,8 @@ class Mixture:
         return source, shard, offset
 
     def get_batch(self, step, rank, micro_step, batch_size):
-        """-> torch CPU tensors (x int64 [B,T], y int64 [B,T], mask uint8 [B,T] or None,
-        source_idx int64 [B]). mask[b, t] says whether target y[b, t] is trained on (SFT)."""
+        """-> torch CPU tensors (x int64 [B,T], y int64 [B,T], mask uint8 [B,T] or None).
+        mask[b, t] says whether target y[b, t] is trained on (SFT)."""
         import torch
         source, shard, offset = self.sample_positions(step, rank, micro_step, batch_size)
         T = self.seq_len
@@ -1743,7 +1748,7 @@ class Mixture:
                                f"{self.paths[source[b]]}` and re-run prepare.py for it")
         x = torch.from_numpy(np.ascontiguousarray(window[:, :-1]))
         y = torch.from_numpy(np.ascontiguousarray(window[:, 1:]))
-        return x, y, (torch.from_numpy(mask) if mask is not None else None), torch.from_numpy(source)
+        return x, y, (torch.from_numpy(mask) if mask is not None else None)
 
 
 # ----------------------------------------------------------------------------- CLI

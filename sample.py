@@ -6,7 +6,7 @@
     python sample.py out/run --chat --prompt "What is 17*23?"         # decay-phase (SFT) models
 
 The pure pieces (`top_k_mask`, `top_p_mask`, `sample_next`, `generate`) are imported by
-eval_reasoning.py and the tests; `load_checkpoint` is shared with eval_reasoning/convert_hf.
+eval_reasoning.py and the tests; checkpoints are read through checkpoint.py.
 """
 import argparse
 import time
@@ -14,36 +14,7 @@ from pathlib import Path
 
 import torch
 
-from model import Xmodel
-
-
-# ----------------------------------------------------------------------------------------
-# checkpoints (layout: the contract's "Checkpoints" section, written by train.py)
-
-def load_tokenizer_for(model_pt, meta=None):
-    """The checkpoint's tokenizer: tokenizer.json beside model.pt (train.py copies it there),
-    else rebuilt from the "tokenizer" meta in model.pt (deepseek-v3, tiktoken)."""
-    from prepare import load_tokenizer
-    step_dir = Path(model_pt).parent
-    if not (step_dir / "tokenizer.json").is_file():
-        if meta is None:
-            raise ValueError(f"{model_pt} has no tokenizer meta and no tokenizer.json beside it")
-        return load_tokenizer(meta)
-    tok = load_tokenizer(str(step_dir))
-    if meta and meta.get("eos_id") is not None and tok.eos_id != meta["eos_id"]:
-        # load_tokenizer guesses EOS from a list of common names; the meta records the real one
-        tok.eos_id, tok.eos_token = int(meta["eos_id"]), tok.decode([int(meta["eos_id"])])
-    if meta and meta.get("sha256") not in (None, tok.sha256):
-        print(f"warning: {step_dir / 'tokenizer.json'} differs from the tokenizer the model was "
-              f"trained with ({meta.get('name')})")
-    return tok
-
-
-def load_checkpoint(path, device="cpu"):
-    """Run dir (newest step), step dir or model.pt -> (model in eval mode, tokenizer, model.pt path)."""
-    model = Xmodel.from_checkpoint(path, map_location="cpu").to(device).eval()
-    info = model.checkpoint_info
-    return model, load_tokenizer_for(info["path"], info.get("tokenizer")), Path(info["path"])
+from checkpoint import load_model_and_tokenizer
 
 
 # ----------------------------------------------------------------------------------------
@@ -170,7 +141,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    model, tokenizer, model_pt = load_checkpoint(args.checkpoint, args.device)
+    model, tokenizer, model_pt = load_model_and_tokenizer(args.checkpoint, args.device)
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.device.startswith("cuda") else "float32")
     model.to(getattr(torch, dtype))
     prompt = Path(args.prompt_file).read_text() if args.prompt_file else args.prompt

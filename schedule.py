@@ -5,12 +5,15 @@ Warmup–stable–decay (WSD), expressed per phase so phases chain: every bounda
 and floor (the recipe's decay phase restarts at 6.25e-4, 16x below the stable LR, with its
 own 500-step warmup from 1e-6).
 
-    start_step                start_step+warmup_steps      decay_start_step      +decay_steps
-        |-- linear warmup -------->|------- constant ---------->|---- decay ---------->|-- min_lr ...
-     warmup_init_lr              peak_lr                      peak_lr               min_lr
+    start_step          start_step + warmup_steps     decay_start_step   + decay_steps      max_steps
+        |-- linear warmup -->|------- constant ---------->|---- decay ------>|-- min_lr ... -->|
+     warmup_init_lr        learning_rate               learning_rate        min_lr
 
-The LR returned is the schedule's base LR; train.py multiplies it by each µP group's
-lr_mult (RECIPE §1). The global batch is piecewise constant in the step (`batch_ramp`).
+`WSD` is that schedule as one frozen object, built from the config (`WSD.from_config`):
+`problems()` lists every inconsistency (train.validate reports them before any work),
+`lr_at(step)` is the LR, `segment(step)` names the part of the phase a step is in. The LR is
+the schedule's base LR; train.py multiplies it by each µP group's lr_mult (RECIPE §1). The
+global batch is piecewise constant in the step (`batch_at`, `batch_ramp`).
 
 CLI: `python schedule.py config/a.py [config/b.py ...] [--out schedule.png]` prints the phase
 table (steps, tokens, LR at the boundaries, batch) and writes a PNG of LR and batch against
@@ -18,12 +21,14 @@ tokens. Several configs are chained in the order given (tokens accumulate across
 """
 import math
 import sys
+from dataclasses import dataclass, fields
+from typing import Optional
 
 DECAY_SHAPES = ("linear", "cosine", "1-sqrt", "exponential")
 
 
 def _decay_factor(p, f, shape):
-    """LR / peak_lr at decay fraction p in [0, 1]; f = min_lr / peak_lr (RECIPE §3 formulas)."""
+    """LR / peak at decay fraction p in [0, 1]; f = floor / peak (RECIPE §3 formulas)."""
     if shape == "linear":  # the recipe's shape (decay launch script)
         return f + (1 - f) * (1 - p)
     if shape == "cosine":
@@ -38,63 +43,117 @@ def _decay_factor(p, f, shape):
     raise ValueError(f"decay_shape must be one of {DECAY_SHAPES}, got {shape!r}")
 
 
-def _check_int(name, value, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_schedule(*, peak_lr, start_step, warmup_steps, warmup_init_lr, decay_start_step,
-                   decay_steps, min_lr, decay_shape="linear"):
-    """Raise ValueError with a clear message if the schedule arguments are inconsistent."""
-    _check_int("start_step", start_step)
-    _check_int("warmup_steps", warmup_steps)
-    _check_int("decay_start_step", decay_start_step)
-    _check_int("decay_steps", decay_steps)
-    if not peak_lr > 0:
-        raise ValueError(f"peak_lr must be > 0, got {peak_lr!r}")
-    if not 0 <= warmup_init_lr <= peak_lr:
-        raise ValueError(f"warmup_init_lr must be in [0, peak_lr={peak_lr}], got {warmup_init_lr!r}")
-    if not 0 <= min_lr <= peak_lr:
-        raise ValueError(f"min_lr must be in [0, peak_lr={peak_lr}], got {min_lr!r}")
-    if decay_shape not in DECAY_SHAPES:
-        raise ValueError(f"decay_shape must be one of {DECAY_SHAPES}, got {decay_shape!r}")
-    if decay_shape == "exponential" and min_lr <= 0:
-        raise ValueError("decay_shape='exponential' needs min_lr > 0 (peak*(min/peak)**p)")
-    warmup_end = start_step + warmup_steps
-    if decay_start_step < warmup_end:
-        raise ValueError(f"decay_start_step ({decay_start_step}) is before the end of warmup "
-                         f"(start_step + warmup_steps = {start_step} + {warmup_steps} = {warmup_end})")
+@dataclass(frozen=True)
+class WSD:
+    """The LR schedule of one phase. The fields are train.Config's keys, so every problem
+    names the key to change. start_step, decay_start_step and max_steps are global steps
+    (positions; max_steps is where the phase ends, exclusive); warmup_steps and decay_steps
+    are lengths."""
+    start_step: int
+    max_steps: int
+    learning_rate: float  # the peak: the µP base LR (the embedding's)
+    warmup_steps: int = 0
+    warmup_init_lr: float = 0.0  # the LR at start_step
+    decay_start_step: Optional[int] = None  # None: no decay in this phase
+    decay_steps: int = 0
+    min_lr: float = 0.0  # the floor, from decay_start_step + decay_steps on
+    decay_shape: str = "linear"
 
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
-def lr_at(step, *, peak_lr, start_step, warmup_steps, warmup_init_lr, decay_start_step,
-          decay_steps, min_lr, decay_shape="linear"):
-    """Base learning rate at global `step` (an int >= start_step)."""
-    check_schedule(peak_lr=peak_lr, start_step=start_step, warmup_steps=warmup_steps,
-                   warmup_init_lr=warmup_init_lr, decay_start_step=decay_start_step,
-                   decay_steps=decay_steps, min_lr=min_lr, decay_shape=decay_shape)
-    _check_int("step", step)
-    if step < start_step:
-        raise ValueError(f"step {step} is before this phase's start_step {start_step}")
-    if step < start_step + warmup_steps:
-        # step == start_step gives warmup_init_lr exactly; the peak is reached at warmup end.
-        return warmup_init_lr + (peak_lr - warmup_init_lr) * (step - start_step) / warmup_steps
-    if step < decay_start_step:
-        return peak_lr
-    if step >= decay_start_step + decay_steps:
-        return min_lr
-    p = (step - decay_start_step) / decay_steps
-    return peak_lr * _decay_factor(p, min_lr / peak_lr, decay_shape)
+    @property
+    def warmup_end(self):
+        return self.start_step + self.warmup_steps
+
+    def problems(self) -> list:
+        """Every inconsistency, each naming the key and the fix; [] for a usable schedule."""
+        out = [f"{key} must be an int >= 0, got {getattr(self, key)!r}"
+               for key in ("start_step", "warmup_steps", "decay_steps")
+               if not _is_int(getattr(self, key)) or getattr(self, key) < 0]
+        if not _is_int(self.max_steps) or self.max_steps <= 0:
+            out.append(f"max_steps must be > 0, got {self.max_steps!r}")
+        if self.decay_start_step is not None and not _is_int(self.decay_start_step):
+            out.append(f"decay_start_step must be an int or None, got {self.decay_start_step!r}")
+        if out:  # the checks below do arithmetic on these
+            return out
+        if self.start_step >= self.max_steps:
+            out.append(f"start_step ({self.start_step}) must be < max_steps ({self.max_steps}): "
+                       f"max_steps is the global step the phase ends at, not its length")
+        if self.warmup_end > self.max_steps:
+            out.append(f"warmup ends at start_step + warmup_steps = {self.warmup_end}, after "
+                       f"max_steps ({self.max_steps}): shorten warmup_steps")
+        if self.decay_start_step is None:
+            if self.decay_steps:
+                out.append(f"decay_steps = {self.decay_steps} needs decay_start_step "
+                           f"(None means this phase has no decay)")
+        else:
+            if self.decay_start_step < self.warmup_end:
+                out.append(f"decay_start_step ({self.decay_start_step}) must be >= start_step + "
+                           f"warmup_steps ({self.warmup_end}): the decay cannot start before "
+                           f"the end of warmup")
+            decay_end = self.decay_start_step + self.decay_steps
+            if decay_end > self.max_steps:
+                out.append(f"the decay ends at decay_start_step + decay_steps = {decay_end}, after "
+                           f"max_steps ({self.max_steps}): shorten decay_steps or raise max_steps")
+        if not self.learning_rate > 0:
+            out.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        for key in ("warmup_init_lr", "min_lr"):
+            if not 0 <= getattr(self, key) <= self.learning_rate:
+                out.append(f"{key} ({getattr(self, key)}) must be in [0, learning_rate="
+                           f"{self.learning_rate}]")
+        if self.decay_shape not in DECAY_SHAPES:
+            out.append(f"decay_shape must be one of {DECAY_SHAPES}, got {self.decay_shape!r}")
+        elif self.decay_shape == "exponential" and self.decay_start_step is not None \
+                and not self.min_lr > 0:
+            out.append("decay_shape='exponential' needs min_lr > 0 (lr = peak * (min_lr/peak)**p)")
+        return out
+
+    def lr_at(self, step, peak=None, warmup_init=None, floor=None) -> float:
+        """The LR at global `step` (>= start_step; past max_steps the last value holds).
+        peak / warmup_init / floor replace learning_rate / warmup_init_lr / min_lr on the same
+        boundaries: a curve for one parameter group."""
+        peak = self.learning_rate if peak is None else peak
+        warmup_init = self.warmup_init_lr if warmup_init is None else warmup_init
+        floor = self.min_lr if floor is None else floor
+        if step < self.start_step:
+            raise ValueError(f"step {step} is before this phase's start_step {self.start_step}")
+        if step < self.warmup_end:
+            # step == start_step gives the warmup start exactly; the peak is reached at its end.
+            return warmup_init + (peak - warmup_init) * (step - self.start_step) / self.warmup_steps
+        if self.decay_start_step is None or step < self.decay_start_step:
+            return peak
+        if step >= self.decay_start_step + self.decay_steps:
+            return floor
+        p = (step - self.decay_start_step) / self.decay_steps
+        return peak * _decay_factor(p, floor / peak, self.decay_shape)
+
+    def segment(self, step) -> str:
+        """'warmup' | 'stable' | 'decay' | 'min_lr': the part of the phase `step` is in."""
+        if step < self.warmup_end:
+            return "warmup"
+        if self.decay_start_step is None or step < self.decay_start_step:
+            return "stable"
+        return "decay" if step < self.decay_start_step + self.decay_steps else "min_lr"
 
 
 def check_batch_ramp(global_batch, batch_ramp=()):
-    _check_int("global_batch", global_batch, minimum=1)
+    if not _is_int(global_batch) or global_batch < 1:
+        raise ValueError(f"global_batch must be an int >= 1, got {global_batch!r}")
     last = -1
     for entry in batch_ramp:
         if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
             raise ValueError(f"batch_ramp entries must be (step, global_batch) pairs, got {entry!r}")
         step, batch = entry
-        _check_int("batch_ramp step", step)
-        _check_int("batch_ramp global_batch", batch, minimum=1)
+        if not _is_int(step) or step < 0:
+            raise ValueError(f"batch_ramp step must be an int >= 0, got {step!r}")
+        if not _is_int(batch) or batch < 1:
+            raise ValueError(f"batch_ramp global_batch must be an int >= 1, got {batch!r}")
         if step <= last:
             raise ValueError(f"batch_ramp steps must be strictly increasing, got {step} after {last}")
         last = step
@@ -104,7 +163,6 @@ def batch_at(step, global_batch, batch_ramp=()):
     """Global batch (sequences) at global `step`: `global_batch` until the first ramp step,
     then each (step, batch) entry of `batch_ramp` from its step on (RECIPE §3: 480 -> 960)."""
     check_batch_ramp(global_batch, batch_ramp)
-    _check_int("step", step)
     batch = global_batch
     for ramp_step, ramp_batch in batch_ramp:
         if step >= ramp_step:
@@ -122,73 +180,24 @@ def tokens_between(first_step, end_step, global_batch, batch_ramp, seq_len):
 # ---------------------------------------------------------------------------------------
 # CLI: phase table and PNG.
 
-# Only what the table needs; used when train.load_config is not importable.
-_FALLBACK_DEFAULTS = dict(start_step=0, warmup_steps=0, warmup_init_lr=0.0, decay_start_step=None,
-                          decay_steps=0, min_lr=0.0, decay_shape="linear", batch_ramp=())
-_REQUIRED = ("max_steps", "learning_rate", "global_batch", "seq_len")
-
-
-def _train_load_config():
-    try:
-        import train  # lazy: train imports torch, the model and the data reader
-        return train.load_config
-    except (ImportError, AttributeError) as e:
-        print(f"[schedule] train.load_config unavailable ({e}); reading config files directly "
-              f"over minimal defaults (no key validation)", file=sys.stderr)
-        return None
-
-
-def _load_phase(path, load_config):
-    """A config file as a dict of the schedule keys. Uses train.load_config (validation) when
-    given; otherwise execs the file (nanoGPT style) over minimal defaults."""
-    if load_config is not None:
-        import inspect
-        params = list(inspect.signature(load_config).parameters.values())
-        needs_overrides = len(params) > 1 and params[1].default is inspect.Parameter.empty
-        cfg = load_config(path, {}) if needs_overrides else load_config(path)
-        get = (lambda k, d: cfg.get(k, d)) if isinstance(cfg, dict) else (lambda k, d: getattr(cfg, k, d))
-        raw = {k: get(k, _FALLBACK_DEFAULTS.get(k)) for k in (*_FALLBACK_DEFAULTS, *_REQUIRED)}
-    else:
-        namespace = {}
-        with open(path) as f:
-            exec(compile(f.read(), path, "exec"), namespace)
-        raw = {**_FALLBACK_DEFAULTS, **{k: v for k, v in namespace.items() if not k.startswith("__")}}
-    missing = [k for k in _REQUIRED if raw.get(k) is None]
-    if missing:
-        raise ValueError(f"{path}: missing {', '.join(missing)}")
-    if raw["decay_start_step"] is None:  # no decay inside this phase
-        raw["decay_start_step"] = max(raw["max_steps"], raw["start_step"] + raw["warmup_steps"])
-    raw["batch_ramp"] = tuple(tuple(e) for e in raw["batch_ramp"])
-    if raw["max_steps"] <= raw["start_step"]:
-        raise ValueError(f"{path}: max_steps ({raw['max_steps']}) is the global step the phase "
-                         f"ends at and must exceed start_step ({raw['start_step']})")
-    return {k: raw[k] for k in (*_FALLBACK_DEFAULTS, *_REQUIRED)}
-
-
-def _sched_kwargs(c):
-    return dict(peak_lr=c["learning_rate"], start_step=c["start_step"], warmup_steps=c["warmup_steps"],
-                warmup_init_lr=c["warmup_init_lr"], decay_start_step=c["decay_start_step"],
-                decay_steps=c["decay_steps"], min_lr=c["min_lr"], decay_shape=c["decay_shape"])
-
-
-def phase_rows(c, tokens_before=0):
-    """Rows (segment, first_step, end_step, tokens_at_first, tokens_at_end, lr_first, lr_last, batch)
-    splitting [start_step, max_steps) at every LR boundary and batch change."""
-    kw = _sched_kwargs(c)
-    check_schedule(**kw)
-    start, end = c["start_step"], c["max_steps"]
-    warm_end, dec_start = start + c["warmup_steps"], c["decay_start_step"]
-    dec_end = dec_start + c["decay_steps"]
-    edges = sorted({start, end, *(s for s in (warm_end, dec_start, dec_end) if start < s < end),
-                    *(s for s, _ in c["batch_ramp"] if start < s < end)})
+def phase_rows(cfg, tokens_before=0):
+    """Rows (segment, first_step, end_step, tokens_at_first, tokens_at_end, lr_first, lr_last,
+    batch) splitting [start_step, max_steps) at every LR boundary and batch change.
+    cfg: a train.Config (any object with its schedule, batch and seq_len keys)."""
+    wsd = WSD.from_config(cfg)
+    start, end = wsd.start_step, wsd.max_steps
+    bounds = [wsd.warmup_end]
+    if wsd.decay_start_step is not None:
+        bounds += [wsd.decay_start_step, wsd.decay_start_step + wsd.decay_steps]
+    edges = sorted({start, end, *(s for s in bounds if start < s < end),
+                    *(s for s, _ in cfg.batch_ramp if start < s < end)})
     rows = []
     for a, b in zip(edges, edges[1:]):
-        name = ("warmup" if a < warm_end else "stable" if a < dec_start
-                else f"decay:{c['decay_shape']}" if a < dec_end else "min_lr")
-        t0 = tokens_before + tokens_between(start, a, c["global_batch"], c["batch_ramp"], c["seq_len"])
-        t1 = tokens_before + tokens_between(start, b, c["global_batch"], c["batch_ramp"], c["seq_len"])
-        rows.append((name, a, b, t0, t1, lr_at(a, **kw), lr_at(b - 1, **kw),
-                     batch_at(a, c["global_batch"], c["batch_ramp"])))
+        name = wsd.segment(a)
+        t0, t1 = (tokens_before + tokens_between(start, s, cfg.global_batch, cfg.batch_ramp, cfg.seq_len)
+                  for s in (a, b))
+        rows.append((f"decay:{wsd.decay_shape}" if name == "decay" else name, a, b, t0, t1,
+                     wsd.lr_at(a), wsd.lr_at(b - 1), batch_at(a, cfg.global_batch, cfg.batch_ramp)))
     return rows
 
 
@@ -209,26 +218,31 @@ def main(argv):
     if not paths:
         print(__doc__)
         return 2
-    load_config = _train_load_config()
+    # The configs are read (and validated) by train.py's loader. Imported here, in the
+    # command-line entry only: `import schedule` never imports train.py (train imports this).
+    from train import ConfigError, load_config
+    try:
+        configs = [load_config(path) for path in paths]
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     tokens = 0
     curves = []
     header = f"{'segment':<20}{'steps':>22}{'n':>9}{'tokens':>20}{'lr@first':>11}{'lr@last':>11}{'batch':>7}"
-    for path in paths:
-        c = _load_phase(path, load_config)
-        rows = phase_rows(c, tokens)
-        print(f"\n{path}  (seq_len {c['seq_len']}, max_steps {c['max_steps']} = global end step)")
+    for path, cfg in zip(paths, configs):
+        rows = phase_rows(cfg, tokens)
+        print(f"\n{path}  (seq_len {cfg.seq_len}, max_steps {cfg.max_steps} = global end step)")
         print(header)
         for name, a, b, t0, t1, lr0, lr1, batch in rows:
             print(f"{name:<20}{f'{a}-{b}':>22}{b - a:>9}{_fmt_tokens(t0) + '-' + _fmt_tokens(t1):>20}"
                   f"{lr0:>11.4g}{lr1:>11.4g}{batch:>7}")
         # Curve: about 2000 points per phase plus every boundary, so kinks are exact.
-        kw = _sched_kwargs(c)
-        start, end = c["start_step"], c["max_steps"]
+        wsd, start, end = WSD.from_config(cfg), cfg.start_step, cfg.max_steps
         pts = sorted({*range(start, end, max(1, (end - start) // 2000)), end - 1,
                       *(r[1] for r in rows), *(r[2] - 1 for r in rows)})
-        xs = [tokens + tokens_between(start, s, c["global_batch"], c["batch_ramp"], c["seq_len"]) for s in pts]
-        curves.append((path, xs, [lr_at(s, **kw) for s in pts],
-                       [batch_at(s, c["global_batch"], c["batch_ramp"]) for s in pts]))
+        xs = [tokens + tokens_between(start, s, cfg.global_batch, cfg.batch_ramp, cfg.seq_len) for s in pts]
+        curves.append((path, xs, [wsd.lr_at(s) for s in pts],
+                       [batch_at(s, cfg.global_batch, cfg.batch_ramp) for s in pts]))
         tokens = rows[-1][4]
     print(f"\ntotal tokens {_fmt_tokens(tokens)}")
 

@@ -1,11 +1,10 @@
 # Phase 3 of 4, ablation baseline: the same decay as config/decay_muon.py with AdamW kept
 # for every parameter (muon_switch_step = None). The paper reports +4.58 points on the
 # 13-task average for Muon over this run (RECIPE §2, §6). Everything else is identical by
-# construction: this file runs decay_muon.py and changes three names.
+# construction: this file takes all of decay_muon.py's settings (include(), provided by
+# train.load_config) and changes three.
 #     torchrun --nproc_per_node=8 train.py config/decay_adamw.py
-import os
-
-exec(open(os.path.join(os.path.dirname(__file__), "decay_muon.py")).read())
+include("decay_muon.py")
 
 out_dir = "out/decay_adamw"
 phase_name = "decay_adamw"

@@ -5,8 +5,6 @@
 #     python train.py config/proxy.py --learning_rate=2e-2 --out_dir=out/proxy_lr2e-2
 # One small GPU is enough. Data: the proxy corpus (docs/CORPUS.md), built offline by
 #     bash gpu_tests/corpus_carry.sh fetch && python prepare.py --corpus proxy
-import os
-
 out_dir = "out/proxy"
 phase_name = "proxy"
 init_from = "scratch"
@@ -30,12 +28,10 @@ data = {
     "data/proxy/math": 0.28,
     "data/proxy/code": 68.32,
 }
-# The recipe's stable-phase mix (RECIPE §5), read from stable_s1.py so the two cannot drift
-# apart (nothing else of S1 is taken; names starting with '_' are not settings). Its 13
-# datasets must be prepared first. To train on it, uncomment:
-_stable_s1 = {}
-exec(open(os.path.join(os.path.dirname(__file__), "stable_s1.py")).read(), _stable_s1)
-# data = _stable_s1["data"]
+# The recipe's stable-phase mix (RECIPE §5) instead, taken from stable_s1.py so the two cannot
+# drift apart (include(), provided by train.load_config, takes only the keys named: nothing
+# else of S1). Its 13 datasets must be prepared first. To train on it, uncomment:
+# include("stable_s1.py", "data")
 
 seq_len = 2048
 max_seq_len = 2048

@@ -3,11 +3,10 @@
 # final checkpoint (load_optimizer = True), so S1 -> S2 behaves like a resume with a larger
 # batch. The global batch doubles to 960 x 3712 (3.56M tokens per step) from step 270k to
 # 530k (~0.93T tokens); no LR rescaling at the batch change (the recipe does none, §3).
-# Everything not set below is S1's: this file runs stable_s1.py and changes what differs.
+# Everything not set below is S1's: this file takes all of stable_s1.py's settings
+# (include(), provided by train.load_config) and changes what differs.
 #     torchrun --nproc_per_node=8 train.py config/stable_s2.py
-import os
-
-exec(open(os.path.join(os.path.dirname(__file__), "stable_s1.py")).read())
+include("stable_s1.py")
 
 out_dir = "out/stable_s2"
 phase_name = "stable_s2"

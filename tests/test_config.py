@@ -102,6 +102,10 @@ def test_command_line_overrides_the_file(tmp_path):
     (["--parallel='zero'"], r"parallel must be 'ddp' or 'fsdp'"),
     (["--min_lr=1.0"], r"min_lr \(1.0\) must be in \[0, learning_rate"),
     (["--load_optimizer=True"], r"load_optimizer=True needs init_from"),
+    # caught only by the first step's schedule check, or by the FP8 conversion, before:
+    (["--decay_shape='exponential'", "--decay_start_step=30", "--decay_steps=10"],
+     r"decay_shape='exponential' needs min_lr > 0"),
+    (["--fp8_backend='tensorrt'"], r"fp8_backend must be 'auto', 'te' or 'native', got 'tensorrt'"),
 ])
 def test_inconsistent_values_are_rejected_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -150,3 +154,34 @@ def test_resolved_config_json_is_itself_a_config(tmp_path):
     again = load_config(str(path))
     assert again == cfg
     assert json.loads(path.read_text())["max_steps"] == 33
+
+
+def test_include_takes_all_settings_or_only_the_named_keys(tmp_path):
+    write(tmp_path, "max_steps = 30\nlearning_rate = 2e-2\nwarmup_steps = 3\n", "base.py")
+    child = write(tmp_path, "include('base.py')\nwarmup_steps = 5\n", "child.py")
+    cfg = load_config(child)
+    assert (cfg.max_steps, cfg.learning_rate, cfg.warmup_steps) == (30, 2e-2, 5)
+    (tmp_path / "sub").mkdir()
+    some = write(tmp_path, "include('../base.py', 'max_steps')\n", "sub/some.py")  # relative to itself
+    cfg = load_config(some)
+    assert cfg.max_steps == 30 and cfg.learning_rate == Config.learning_rate
+
+
+def test_include_of_an_unset_key_or_a_cycle_is_an_error(tmp_path):
+    write(tmp_path, "max_steps = 30\n", "base.py")
+    with pytest.raises(ConfigError, match=r"names \['nope'\], which base.py does not set"):
+        load_config(write(tmp_path, "include('base.py', 'nope')\n", "bad.py"))
+    write(tmp_path, "include('b.py')\n", "a.py")
+    write(tmp_path, "include('a.py')\n", "b.py")
+    with pytest.raises(ConfigError, match=r"include each other \(a.py -> b.py -> a.py\)"):
+        load_config(str(tmp_path / "a.py"))
+
+
+def test_proxy_is_one_uncommented_line_from_the_stable_mix_and_nothing_else_of_s1(tmp_path):
+    text = open(os.path.join(ROOT, "config", "proxy.py")).read()
+    line = '# include("stable_s1.py", "data")'
+    assert line in text
+    s1_path = os.path.abspath(os.path.join(ROOT, "config", "stable_s1.py"))
+    path = write(tmp_path, text.replace(line, f"include({s1_path!r}, 'data')"), "proxy.py")
+    proxy, s1 = load_config(path, world_size=1), load_config(s1_path, world_size=8)
+    assert proxy.data == s1.data and s1.fp8 and not proxy.fp8  # the mix, nothing else of S1

@@ -258,4 +258,4 @@ def test_proxy_config_trains_on_the_corpus_with_the_stable_mix_one_line_away():
     assert set(cfg.data) == {f"data/proxy/{n}" for n in CORPUS_SOURCES}
     assert abs(sum(cfg.data.values()) - 100) < 1e-6
     text = (ROOT / "config" / "proxy.py").read_text()
-    assert '# data = _stable_s1["data"]' in text
+    assert '# include("stable_s1.py", "data")' in text

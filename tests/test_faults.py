@@ -1,4 +1,4 @@
-"""Fault injection on CPU (issue 9): a run SIGKILLed at a random step or in the middle of a
+"""Fault injection on CPU: a run SIGKILLed at a random step or in the middle of a
 checkpoint write, a full disk, a corrupted or truncated shard, ids outside the model's vocabulary,
 a missing mixture source, a NaN in a gradient, a loss spike, and configs that cannot run. Each
 test injects one fault and checks that nothing was lost: the previous checkpoint loads, a resume
@@ -22,10 +22,10 @@ import torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
+import checkpoint  # noqa: E402
 import fp8  # noqa: E402
 import prepare  # noqa: E402
 import train  # noqa: E402
-from model import Xmodel  # noqa: E402
 from tiny_run import plays, run_inprocess, tiny_args  # noqa: E402
 
 # The reference run every interrupted run is compared with: checkpoints at 4, 8, 12, 16.
@@ -61,7 +61,7 @@ def latest(out_dir):
 def assert_loadable(out_dir, step):
     """`latest` names a complete step dir: both files load, at the step it claims."""
     assert latest(out_dir) == f"step_{step:08d}"
-    assert Xmodel.from_checkpoint(str(out_dir)).checkpoint_info["step"] == step
+    assert checkpoint.load_model(str(out_dir)).checkpoint_info["step"] == step
     state = torch.load(out_dir / "ckpt" / f"step_{step:08d}" / "train_state.pt", weights_only=False)
     assert state["step"] == step
 
@@ -257,7 +257,7 @@ def test_a_single_nan_gradient_skips_one_update_and_training_goes_on(dataset, tm
     assert {float(s["step"]) for s in adamw.values()} == {11.0}
     assert all(torch.isfinite(s["exp_avg"]).all() and torch.isfinite(s["exp_avg_sq"]).all()
                for s in adamw.values())
-    assert all(torch.isfinite(v).all() for v in Xmodel.from_checkpoint(str(out)).state_dict().values())
+    assert all(torch.isfinite(v).all() for v in checkpoint.load_model(str(out)).state_dict().values())
     assert "| skipped (non-finite) updates | 1 |" in (out / "report.md").read_text()
 
 

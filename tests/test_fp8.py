@@ -25,7 +25,7 @@ def cpu_scaled_mm_works():
         return False
 
 
-# --------------------------------------------------------------------------- a model with the contract's names
+# --------------------------------------------------------------------------- a model with model.py's names
 
 
 class Attn(nn.Module):

@@ -74,7 +74,7 @@ def test_newton_schulz_on_a_stack_equals_each_matrix_alone():
         newton_schulz(torch.zeros(2, 2, 4, 4))
 
 
-def test_update_rms_is_about_0_2_and_reported_in_last_stats():
+def test_update_rms_is_about_0_2():
     shapes = [(96, 32), (32, 96), (64, 64)]
     params = _params(shapes)
     before = [p.detach().clone() for p in params]
@@ -91,9 +91,6 @@ def test_update_rms_is_about_0_2_and_reported_in_last_stats():
         rms = d.square().mean().sqrt().item()
         print(f"{tuple(d.shape)}: update RMS {rms:.4f}")
         assert 0.18 < rms < 0.23
-    total = math.sqrt(sum(d.square().sum().item() for d in deltas) / sum(d.numel() for d in deltas))
-    assert opt.last_stats[0]["update_rms"] == pytest.approx(total, rel=1e-4)
-    assert opt.last_stats[0]["step_rms"] == pytest.approx(total, rel=1e-4)  # lr = 1
 
 
 def _step_both(a, ours, b, ref, steps):
@@ -183,7 +180,7 @@ def test_routing_keeps_an_untied_lm_head_on_adamw():
 
 
 def test_split_fused_ablation_equals_separate_matrices():
-    cfg = SimpleNamespace(n_head=4, n_kv_head=2, d_model=32, d_ffn=40)  # head_dim 8
+    cfg = SimpleNamespace(n_head=4, n_kv_head=2, d_model=32, head_dim=8, d_ffn=40)
     fused = _params([(64, 32), (80, 32)])  # qkv: 32+16+16 rows; gate_up: 40+40 rows
     groups = add_fused_row_splits([{"params": fused, "names": ["blocks.0.attn.qkv.weight",
                                                                "blocks.0.mlp.gate_up.weight"]}], cfg)
@@ -230,15 +227,6 @@ def test_state_dict_round_trip_resumes_identically():
         opt2.step()
     for p, q in zip(params, resumed):
         assert torch.equal(p, q)
-
-
-def test_adamw_update_rms_is_one_on_the_first_step():
-    params = _params([(32, 16)])
-    params[0].grad = _grads(params, 0)[0]
-    opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
-    assert muon.adamw_update_rms(opt) == [0.0]
-    opt.step()
-    assert muon.adamw_update_rms(opt)[0] == pytest.approx(1.0, rel=1e-4)  # m_hat/sqrt(v_hat) = sign(g)
 
 
 # ---------------------------------------------------------------------------------------
@@ -296,7 +284,6 @@ def _ddp_worker(rank, world, port):
     for p, q in zip(shared, local):
         assert torch.equal(p, q), "DDP Muon differs from the single-process run"
         assert torch.equal(opt_d.state[p]["momentum_buffer"], opt_l.state[q]["momentum_buffer"])
-    assert [s["update_rms"] for s in opt_d.last_stats] == [s["update_rms"] for s in opt_l.last_stats]
     n_blocks = sum(len(s) if s else 1 for s in DDP_SPLITS)
     counts = [torch.tensor([mine]) for _ in range(world)]
     dist.all_gather(counts, torch.tensor([mine]))

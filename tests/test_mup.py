@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mup
-from model import Xmodel, model_config
+from model import ModelConfig, Xmodel, model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,11 +86,15 @@ MUP_BOUND = 2.0      # µP: every layer type within 2x across an 8x width range
 SP_MIN_GROWTH = 8.0  # SP: the hidden branch outputs grow by far more
 
 
+def coord_check_models(mup_on):
+    return lambda width: Xmodel(ModelConfig(**mup.coord_check_shape(width, 256, mup=mup_on)))
+
+
 def test_coord_check_mup_is_flat_in_width_and_sp_is_not():
     batches = mup.shakespeare_byte_batches(seq_len=64, batch_size=8, steps=6)
-    kw = dict(widths=(64, 128, 256, 512), steps=6, batches=batches, vocab_size=256, lr=3e-3)
-    spread_mup = mup.width_spread(mup.coord_check(mup=True, **kw))
-    spread_sp = mup.width_spread(mup.coord_check(mup=False, **kw))
+    kw = dict(widths=(64, 128, 256, 512), steps=6, lr=3e-3)
+    spread_mup = mup.width_spread(mup.coord_check(coord_check_models(True), batches, **kw))
+    spread_sp = mup.width_spread(mup.coord_check(coord_check_models(False), batches, **kw))
     assert max(spread_mup.values()) < MUP_BOUND, spread_mup
     assert min(spread_sp["attn_out"], spread_sp["mlp_out"]) > SP_MIN_GROWTH, spread_sp
 
@@ -109,7 +113,7 @@ def test_coord_check_summary_shows_the_init_spread_at_step_0_and_the_last_step_s
     # sqrt(width) (RECIPE §1): ~2x across 32 -> 128. A summary of the last step alone hid it.
     widths = (32, 128)
     batches = mup.shakespeare_byte_batches(seq_len=32, batch_size=4, steps=3)
-    res = mup.coord_check(widths=widths, steps=3, batches=batches, vocab_size=256, lr=3e-3)
+    res = mup.coord_check(coord_check_models(True), batches, widths=widths, steps=3, lr=3e-3)
     text = mup.coord_check_summary(res, widths)
     first, last = mup.width_spread(res, 0), mup.width_spread(res, -1)
     assert first["attn_out"] > 1.5 and first["mlp_out"] > 1.5, first

@@ -233,7 +233,7 @@ def test_sft_mask_is_one_exactly_on_assistant_replies_and_their_eos(tmp_path):
     assert trained == "4" + tok.eos_token + "6, of course." + tok.eos_token + "Hello!" + tok.eos_token
     # the reader's mask is aligned with the targets y
     mix = Mixture({str(tmp_path / "sft"): 1.0}, "train", seq_len=8, seed=0)
-    x, y, m, _ = mix.get_batch(step=0, rank=0, micro_step=0, batch_size=4)
+    x, y, m = mix.get_batch(step=0, rank=0, micro_step=0, batch_size=4)
     _, shard, off = mix.sample_positions(0, 0, 0, 4)
     for b in range(4):
         assert y[b].tolist() == ids[off[b] + 1:off[b] + 9].tolist() and m[b].tolist() == mask[off[b] + 1:off[b] + 9].tolist()
@@ -259,7 +259,7 @@ def test_mixture_draws_sources_in_proportion_to_weights(two_datasets):
 
 def test_mixture_windows_are_contiguous_shard_slices_with_y_shifted_by_one(two_datasets):
     mix = Mixture({str(two_datasets / "a"): 1.0}, "train", seq_len=16, seed=0)
-    x, y, mask, src = mix.get_batch(step=3, rank=1, micro_step=2, batch_size=8)
+    x, y, mask = mix.get_batch(step=3, rank=1, micro_step=2, batch_size=8)
     assert x.shape == y.shape == (8, 16) and str(x.dtype) == "torch.int64" and mask is None
     assert (x[:, 1:] == y[:, :-1]).all()
     source, shard, off = mix.sample_positions(3, 1, 2, 8)
@@ -271,7 +271,7 @@ def test_mixture_batches_are_a_pure_function_of_seed_step_rank_micro_step(two_da
     sources = {str(two_datasets / "a"): 0.5, str(two_datasets / "b"): 0.5}
     m1, m2 = Mixture(sources, "train", 16, seed=7), Mixture(sources, "train", 16, seed=7)
     a = m1.get_batch(10, 1, 2, 8)
-    assert all((u == v).all() for u, v in zip(a[::3], m2.get_batch(10, 1, 2, 8)[::3]))
+    assert all((u == v).all() for u, v in zip(a[:2], m2.get_batch(10, 1, 2, 8)[:2]))
     for other in (m1.get_batch(11, 1, 2, 8), m1.get_batch(10, 0, 2, 8), m1.get_batch(10, 1, 3, 8),
                   Mixture(sources, "train", 16, seed=8).get_batch(10, 1, 2, 8)):
         assert not (other[0] == a[0]).all()

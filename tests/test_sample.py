@@ -6,6 +6,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from checkpoint import load_model, load_model_and_tokenizer, write_model
 from model import Xmodel, model_config
 from sample import generate, generate_text, main as sample_main, sample_next, top_k_mask, top_p_mask
 
@@ -28,7 +29,7 @@ def make_tokenizer(path):
 
 
 def write_checkpoint(root, model, tokenizer_json):
-    """A run dir laid out as train.py writes it (contract: Checkpoints) -> run dir."""
+    """A run dir laid out as train.py writes it (checkpoint.py's format) -> run dir."""
     from prepare import load_tokenizer
     step = root / "run" / "ckpt" / "step_00000010"
     step.mkdir(parents=True)
@@ -124,8 +125,7 @@ def test_generation_stops_at_eos_and_pads_finished_rows():
 
 
 def test_generate_text_stops_at_a_stop_string(run_dir):
-    from sample import load_checkpoint
-    model, tok, _ = load_checkpoint(run_dir)
+    model, tok, _ = load_model_and_tokenizer(run_dir)
     prompt = tok.encode("To be, or not")
     (free, free_ids), = generate_text(model, tok, prompt, 40, temperature=0.0)
     assert len(free) > 12
@@ -151,15 +151,14 @@ def test_export_matches_transformers_llama_logits(run_dir, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["tie_word_embeddings"] is False  # input ×3 and output ×2/width_mult differ
     hf = transformers.LlamaForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    model = Xmodel.from_checkpoint(run_dir).eval()
+    model = load_model(run_dir).eval()
     idx = torch.randint(0, model.config.vocab_size, (2, 40))  # 40 < 64: the tiny max_seq_len
     with torch.no_grad():
         ours, theirs = model(idx), hf(idx).logits
     assert ours.abs().max() > 1.0  # a non-degenerate comparison
     assert (ours - theirs).abs().max().item() < 1e-4
     # the exported tokenizer is the checkpoint's, loadable with AutoTokenizer
-    from sample import load_checkpoint
-    _, tok, _ = load_checkpoint(run_dir)
+    _, tok, _ = load_model_and_tokenizer(run_dir)
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
     assert hf_tok.encode(TEXT[:200], add_special_tokens=False) == tok.encode(TEXT[:200])
     assert hf_tok.eos_token_id == tok.eos_id == cfg["eos_token_id"]
@@ -176,13 +175,13 @@ def test_export_of_a_standard_parameterization_model_stays_tied(tmp_path):
 
 
 def test_export_then_import_restores_the_original_model(run_dir, tmp_path):
-    from convert_hf import export_hf, import_hf, save_checkpoint
-    model = Xmodel.from_checkpoint(run_dir).eval()
+    from convert_hf import export_hf, import_hf
+    model = load_model(run_dir).eval()
     back = import_hf(export_hf(run_dir, tmp_path / "hf"))
     assert back.config == model.config
     for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-7), name
-    reloaded = Xmodel.from_checkpoint(save_checkpoint(back, tmp_path / "imported"))
+    reloaded = load_model(write_model(back, tmp_path / "imported"))
     assert reloaded.config == model.config
 
 
@@ -214,7 +213,7 @@ def test_import_of_a_transformers_llama_matches_its_logits(tmp_path):
 
 
 def test_import_of_an_untied_transformers_llama_matches_its_logits(tmp_path):
-    from convert_hf import import_hf, save_checkpoint
+    from convert_hf import import_hf
     hf, path = _random_llama(tmp_path, tied=False)
     model = import_hf(path)
     assert model.config.tie_embeddings is False
@@ -224,7 +223,7 @@ def test_import_of_an_untied_transformers_llama_matches_its_logits(tmp_path):
     with torch.no_grad():
         hf_logits = hf(idx).logits
         assert (model(idx) - hf_logits).abs().max().item() < 1e-4
-        reloaded = Xmodel.from_checkpoint(save_checkpoint(model, tmp_path / "imported")).eval()
+        reloaded = load_model(write_model(model, tmp_path / "imported")).eval()
         assert (reloaded(idx) - hf_logits).abs().max().item() < 1e-4
 
 

@@ -1,5 +1,6 @@
 """schedule.py: LR and batch as functions of the global step, checked against closed forms."""
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,18 +9,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from schedule import batch_at, lr_at  # noqa: E402
+from schedule import WSD, batch_at  # noqa: E402
 
 # A phase that does not start at 0, so global-vs-local step mistakes show up.
-PHASE = dict(peak_lr=1e-2, start_step=1000, warmup_steps=200, warmup_init_lr=1e-4,
-             decay_start_step=1500, decay_steps=400, min_lr=1e-3)
+PHASE = dict(learning_rate=1e-2, start_step=1000, max_steps=2000, warmup_steps=200,
+             warmup_init_lr=1e-4, decay_start_step=1500, decay_steps=400, min_lr=1e-3)
 # RECIPE §3 decay phase: restart at 6.25e-4, 500 steps linear from 1e-6, linear to 1e-5 over 10k.
-DECAY = dict(peak_lr=6.25e-4, start_step=530_000, warmup_steps=500, warmup_init_lr=1e-6,
-             decay_start_step=530_500, decay_steps=10_000, min_lr=1e-5, decay_shape="linear")
+DECAY = dict(learning_rate=6.25e-4, start_step=530_000, max_steps=550_000, warmup_steps=500,
+             warmup_init_lr=1e-6, decay_start_step=530_500, decay_steps=10_000, min_lr=1e-5,
+             decay_shape="linear")
 
 
-def closed_form(step, shape, peak_lr, start_step, warmup_steps, warmup_init_lr,
+def lr_at(step, **kw):
+    return WSD(**kw).lr_at(step)
+
+
+def closed_form(step, shape, learning_rate, start_step, max_steps, warmup_steps, warmup_init_lr,
                 decay_start_step, decay_steps, min_lr, decay_shape=None):
+    peak_lr = learning_rate
     if step < start_step + warmup_steps:
         return warmup_init_lr + (peak_lr - warmup_init_lr) * (step - start_step) / warmup_steps
     if step < decay_start_step:
@@ -42,19 +49,19 @@ def test_lr_matches_closed_form_at_and_around_every_boundary(shape):
         assert got == pytest.approx(closed_form(step, shape, **s), rel=1e-12, abs=0), (shape, step)
     kw = dict(**s, decay_shape=shape)
     assert lr_at(1000, **kw) == s["warmup_init_lr"]          # warmup starts at warmup_init_lr
-    assert lr_at(warm_end, **kw) == s["peak_lr"]             # peak exactly at warmup end
-    assert lr_at(dec_start - 1, **kw) == s["peak_lr"]        # still constant before the decay
-    assert lr_at(dec_start, **kw) == pytest.approx(s["peak_lr"])
+    assert lr_at(warm_end, **kw) == s["learning_rate"]       # peak exactly at warmup end
+    assert lr_at(dec_start - 1, **kw) == s["learning_rate"]  # still constant before the decay
+    assert lr_at(dec_start, **kw) == pytest.approx(s["learning_rate"])
     assert lr_at(dec_end, **kw) == s["min_lr"]               # floor reached, then held
     assert lr_at(10**7, **kw) == s["min_lr"]
 
 
 def test_decay_shapes_differ_at_midpoint_as_expected():
     mid = {sh: lr_at(1700, **PHASE, decay_shape=sh) for sh in ["linear", "cosine", "1-sqrt", "exponential"]}
-    f = PHASE["min_lr"] / PHASE["peak_lr"]
+    f = PHASE["min_lr"] / PHASE["learning_rate"]
     assert mid["linear"] == pytest.approx(mid["cosine"])     # cosine crosses linear at p = 1/2
     assert mid["1-sqrt"] < mid["linear"]                     # 1-sqrt drops faster early
-    assert mid["exponential"] == pytest.approx(PHASE["peak_lr"] * math.sqrt(f))  # geometric mean
+    assert mid["exponential"] == pytest.approx(PHASE["learning_rate"] * math.sqrt(f))  # geometric mean
     q = {sh: lr_at(1600, **PHASE, decay_shape=sh) for sh in mid}  # p = 1/4
     assert q["cosine"] > q["linear"] > q["1-sqrt"]
 
@@ -72,8 +79,8 @@ def test_recipe_decay_phase_numbers():
 
 
 def test_no_warmup_and_no_decay_phase_is_constant():
-    kw = dict(peak_lr=1e-5, start_step=550_000, warmup_steps=0, warmup_init_lr=0.0,
-              decay_start_step=553_000, decay_steps=0, min_lr=1e-5)
+    kw = dict(learning_rate=1e-5, start_step=550_000, max_steps=560_000, warmup_steps=0,
+              warmup_init_lr=0.0, decay_start_step=553_000, decay_steps=0, min_lr=1e-5)
     assert [lr_at(s, **kw) for s in (550_000, 551_000, 552_999, 553_000, 600_000)] == [1e-5] * 5
 
 
@@ -81,15 +88,42 @@ def test_no_warmup_and_no_decay_phase_is_constant():
     (dict(decay_start_step=1100), "before the end of warmup"),
     (dict(min_lr=2e-2), "min_lr"),
     (dict(warmup_init_lr=-1.0), "warmup_init_lr"),
-    (dict(peak_lr=0.0), "peak_lr"),
+    (dict(learning_rate=0.0), "learning_rate"),
     (dict(decay_shape="step"), "decay_shape"),
     (dict(decay_shape="exponential", min_lr=0.0), "exponential"),
     (dict(warmup_steps=-5), "warmup_steps"),
     (dict(decay_steps=1.5), "decay_steps"),
+    (dict(max_steps=1800), r"the decay ends at decay_start_step \+ decay_steps = 1900, after max_steps"),
 ])
-def test_lr_rejects_inconsistent_arguments(change, message):
-    with pytest.raises(ValueError, match=message):
-        lr_at(1500, **{**PHASE, **change})
+def test_schedule_lists_inconsistent_arguments(change, message):
+    assert WSD(**PHASE).problems() == []
+    problems = WSD(**{**PHASE, **change}).problems()
+    assert any(re.search(message, p) for p in problems), problems
+
+
+def test_every_problem_is_listed_at_once():
+    problems = WSD(**{**PHASE, "min_lr": 2e-2, "decay_shape": "step", "warmup_steps": 2000}).problems()
+    assert len(problems) == 4, problems  # min_lr, decay_shape, warmup past max_steps, decay in warmup
+
+
+def test_segments_name_the_part_of_the_phase():
+    wsd = WSD(**PHASE)
+    assert [wsd.segment(s) for s in (1000, 1199, 1200, 1499, 1500, 1899, 1900, 1999)] == \
+        ["warmup", "warmup", "stable", "stable", "decay", "decay", "min_lr", "min_lr"]
+    no_decay = WSD(**{**PHASE, "decay_start_step": None, "decay_steps": 0})
+    assert [no_decay.segment(s) for s in (1000, 1200, 1999)] == ["warmup", "stable", "stable"]
+    assert no_decay.lr_at(1999) == PHASE["learning_rate"]
+
+
+def test_a_group_curve_shares_the_boundaries_with_its_own_peak_warmup_start_and_floor():
+    # Per-group LRs (a group's peak = base x lr_mult) with one absolute warmup start and floor.
+    wsd, peak = WSD(**PHASE), PHASE["learning_rate"] / 6
+    assert wsd.lr_at(1000, peak=peak) == PHASE["warmup_init_lr"]  # the schedule's own start
+    assert wsd.lr_at(1100, peak=peak) == pytest.approx((PHASE["warmup_init_lr"] + peak) / 2)
+    assert wsd.lr_at(1300, peak=peak) == peak
+    assert wsd.lr_at(1700, peak=peak, floor=1e-4) == pytest.approx((peak + 1e-4) / 2)
+    assert wsd.lr_at(1950, peak=peak, floor=1e-4) == 1e-4
+    assert wsd.lr_at(1000, warmup_init=0.0) == 0.0 and wsd.lr_at(1950) == PHASE["min_lr"]
 
 
 def test_lr_rejects_step_before_phase_start():
@@ -137,8 +171,9 @@ def test_matches_transformers_wsd_schedule(shape):
                                           num_stable_steps=stable, min_lr_ratio=ratio,
                                           decay_type=shape)
     # transformers warms up from min_lr_ratio * peak (not from 0): same warmup_init_lr here.
-    kw = dict(peak_lr=peak, start_step=0, warmup_steps=warm, warmup_init_lr=ratio * peak,
-              decay_start_step=warm + stable, decay_steps=decay, min_lr=ratio * peak, decay_shape=shape)
+    kw = dict(learning_rate=peak, start_step=0, max_steps=warm + stable + decay, warmup_steps=warm,
+              warmup_init_lr=ratio * peak, decay_start_step=warm + stable, decay_steps=decay,
+              min_lr=ratio * peak, decay_shape=shape)
     for step in range(warm + stable + decay + 5):
         assert sched.get_last_lr()[0] == pytest.approx(lr_at(step, **kw), rel=1e-9, abs=1e-15), step
         opt.step()
@@ -153,13 +188,10 @@ def test_cli_prints_phase_table_and_writes_png(tmp_path):
     dec = tmp_path / "decay.py"
     dec.write_text("start_step = 5000\nmax_steps = 7000\nlearning_rate = 6.25e-4\nwarmup_steps = 50\n"
                    "warmup_init_lr = 1e-6\ndecay_start_step = 5050\ndecay_steps = 1000\nmin_lr = 1e-5\n"
-                   "decay_shape = 'linear'\nglobal_batch = 960\nseq_len = 8192\n")
+                   "decay_shape = 'linear'\nglobal_batch = 960\nseq_len = 8192\nmax_seq_len = 8192\n")
     png = tmp_path / "sched.png"
-    # cwd = tmp_path and a clean sys.path: this exercises the config-file fallback whether
-    # or not train.py exists; train.load_config is exercised by tests/test_config.py.
-    r = subprocess.run([sys.executable, "-c", f"import sys; sys.path.remove({str(ROOT)!r}) if {str(ROOT)!r} in sys.path else None; "
-                        f"sys.argv = ['schedule.py', {str(s1)!r}, {str(dec)!r}, '--out', {str(png)!r}]; "
-                        f"import runpy; runpy.run_path({str(ROOT / 'schedule.py')!r}, run_name='__main__')"],
+    # Config files read (and validated) by train.load_config, run from another directory.
+    r = subprocess.run([sys.executable, str(ROOT / "schedule.py"), str(s1), str(dec), "--out", str(png)],
                        cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -174,13 +206,10 @@ def test_cli_prints_phase_table_and_writes_png(tmp_path):
 
 def test_cli_on_the_recipe_decay_config_through_train_load_config(tmp_path):
     # The repository's own phase file, read through train.load_config (validated config).
-    if not (ROOT / "config" / "decay_muon.py").exists() or not (ROOT / "train.py").exists():
-        pytest.skip("config/decay_muon.py or train.py not present")
     png = tmp_path / "decay.png"
     r = subprocess.run([sys.executable, "schedule.py", "config/decay_muon.py", "--out", str(png)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "train.load_config unavailable" not in r.stderr
     # columns: segment, first-end step, n steps, tokens, lr@first, lr@last, batch
     rows = {l.split()[0]: l.split() for l in r.stdout.splitlines()
             if l.startswith(("warmup", "decay:", "min_lr"))}
@@ -188,3 +217,12 @@ def test_cli_on_the_recipe_decay_config_through_train_load_config(tmp_path):
     assert rows["decay:linear"][2] == "10000" and rows["decay:linear"][4] == "0.000625"
     assert rows["min_lr"][4] == "1e-05" and rows["min_lr"][-1] == "960"
     assert png.exists()
+
+
+def test_cli_reports_an_invalid_config_in_one_line(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("start_step = 10\nmax_steps = 5\n")
+    r = subprocess.run([sys.executable, str(ROOT / "schedule.py"), str(bad)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: invalid config") and "start_step (10) must be < max_steps (5)" in r.stderr

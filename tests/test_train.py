@@ -15,8 +15,10 @@ import torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
+import checkpoint  # noqa: E402
 import train  # noqa: E402
-from model import Xmodel  # noqa: E402
+from model import model_config  # noqa: E402
+from muon import Muon  # noqa: E402
 from tiny_run import VOCAB, plays, run_inprocess, tiny_args  # noqa: E402
 
 
@@ -68,11 +70,12 @@ def test_tiny_run_loss_falls_and_writes_everything(dataset, tmp_path):
     val = records(out, "val")
     assert [r["step"] for r in val] == [20, 40] and val[-1]["val_loss"]["plays"] < val[0]["val_loss"]["plays"]
     assert result["step"] == 40
-    # Checkpoint per contract: consolidated model.pt readable with weights_only, tokenizer, latest.
+    # The checkpoint (checkpoint.py's format): consolidated model.pt readable with weights_only,
+    # tokenizer, latest.
     step_dir = out / "ckpt" / "step_00000040"
     assert (out / "ckpt" / "latest").read_text().strip() == "step_00000040"
     assert {p.name for p in step_dir.iterdir()} == {"model.pt", "train_state.pt", "tokenizer.json"}
-    model = Xmodel.from_checkpoint(str(out))
+    model = checkpoint.load_model(str(out))
     assert model.checkpoint_info["step"] == 40
     assert model.checkpoint_info["tokenizer"]["vocab_size"] == VOCAB
     assert all(v.dtype == torch.float32 for v in model.state_dict().values())
@@ -89,10 +92,10 @@ def test_learning_rate_and_batch_follow_the_schedule(dataset, tmp_path):
                             batch_ramp=((6, 16),)))
     recs = {r["step"]: r for r in records(out, "train")}  # record of step s = after s steps
     import schedule
-    kw = dict(peak_lr=1e-2, start_step=0, warmup_steps=2, warmup_init_lr=1e-3, decay_start_step=4,
-              decay_steps=4, min_lr=1e-3)
+    wsd = schedule.WSD(learning_rate=1e-2, start_step=0, max_steps=10, warmup_steps=2,
+                       warmup_init_lr=1e-3, decay_start_step=4, decay_steps=4, min_lr=1e-3)
     for s in range(10):
-        assert recs[s + 1]["lr"] == pytest.approx(schedule.lr_at(s, **kw))
+        assert recs[s + 1]["lr"] == pytest.approx(wsd.lr_at(s))
         assert recs[s + 1]["global_batch"] == (16 if s >= 6 else 8)
     assert recs[1]["segment"] == "warmup" and recs[5]["segment"] == "decay" and recs[10]["segment"] == "min_lr"
 
@@ -268,4 +271,99 @@ def test_fsdp2_trains_checkpoints_with_dcp_and_reloads_on_another_world_size(dat
     for s in c:
         assert c[s] == pytest.approx(a[s], rel=1e-5), (s, a[s], c[s])
     # The consolidated model.pt of an FSDP run is the plain state dict.
-    assert Xmodel.from_checkpoint(str(fsdp)).checkpoint_info["step"] == 8
+    assert checkpoint.load_model(str(fsdp)).checkpoint_info["step"] == 8
+
+
+def _tiny_optimizers(muon_active, **cfg):
+    """train.Optimizers over the tiny model, with a random gradient on every parameter."""
+    torch.manual_seed(0)
+    model = train.model_lib.Xmodel(model_config("tiny"))
+    cfg = train.Config(**{"weight_decay": 0.0, "muon_switch_step": 0, **cfg})
+    opt = train.Optimizers(model, cfg, torch.device("cpu"), muon_active)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()))
+    return opt
+
+
+def test_update_rms_measures_the_update_each_optimizer_applied():
+    # AdamW's first update is lr * m_hat / (sqrt(v_hat) + eps) = lr * sign(g): RMS = lr.
+    opt = _tiny_optimizers(muon_active=False)
+    for g in opt.optimizers[0].param_groups:
+        g["lr"] = 1e-3
+    before = opt.snapshot()
+    opt.step()
+    assert opt.update_rms(before)["adamw"] == pytest.approx(1e-3, rel=1e-4)
+    # Muon: with lr 1 its update is 0.2 sqrt(max(rows, cols)) O, of RMS ~0.2 (RECIPE §2); the
+    # measurement is the RMS over all its matrices of what the step changed.
+    opt = _tiny_optimizers(muon_active=True)
+    matrices = [p for g in opt.optimizers[1].param_groups for p in g["params"]]
+    for g in opt.optimizers[1].param_groups:
+        g["lr"] = 1.0
+    before, copies = opt.snapshot(), [p.detach().clone() for p in matrices]
+    opt.step()
+    deltas = [p.detach() - c for p, c in zip(matrices, copies)]
+    total = math.sqrt(sum(d.square().sum().item() for d in deltas) / sum(d.numel() for d in deltas))
+    rms = opt.update_rms(before)
+    assert rms["muon"] == pytest.approx(total, rel=1e-4) and 0.1 < rms["muon"] < 0.25
+    assert rms["adamw"] == 0.0  # its groups kept lr 0
+
+
+def test_optimizers_switch_to_muon_keeps_the_adamw_state_only_when_asked():
+    for reset in (True, False):
+        opt = _tiny_optimizers(muon_active=False, muon_reset_adamw_state=reset)
+        opt.step()
+        embed = opt.model.embed.weight
+        opt.switch_to_muon()
+        assert opt.muon_active and isinstance(opt.optimizers[1], Muon)
+        assert (embed in opt.optimizers[0].state) is not reset
+        assert not opt.optimizers[1].state  # fresh momentum for the matrices
+
+
+def test_optimizers_set_lr_scales_the_schedule_by_each_group_lr_mult():
+    import schedule
+    opt = _tiny_optimizers(muon_active=True)
+    wsd = schedule.WSD(start_step=0, max_steps=10, learning_rate=1e-2, warmup_steps=4)
+    assert opt.set_lr(wsd, 2) == wsd.lr_at(2)
+    for o in opt.optimizers:
+        for g in o.param_groups:
+            assert g["lr"] == wsd.lr_at(2) * g["lr_mult"]
+
+
+def test_config_json_is_written_only_after_the_data_and_the_checkpoint_pass(dataset, tmp_path):
+    s1, out = tmp_path / "s1", tmp_path / "run"
+    with pytest.raises(Exception, match="does not exist"):
+        run_inprocess(tiny_args(dataset, out, data={str(tmp_path / "missing"): 1.0}))
+    run_inprocess(tiny_args(dataset, s1, max_steps=2))
+    with pytest.raises(ValueError, match="does not fit the model"):
+        run_inprocess(tiny_args(dataset, out, init_from=str(s1), start_step=2, max_steps=4,
+                                model_overrides={"vocab_size": VOCAB, "d_ffn": 192}))
+    assert not out.exists()
+
+
+def test_expected_failures_are_one_line_and_exit_2(dataset, tmp_path, capsys):
+    assert train.main(tiny_args(dataset, tmp_path / "run", init_from="resume")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: init_from='resume' but") and err.count("\n") == 1
+
+
+def test_logger_and_stop_signal_give_everything_back_when_the_run_fails(tmp_path, monkeypatch):
+    finished = []
+
+    class FakeWandb:  # records what the Logger does with its run
+        def init(self, **kw):
+            return self
+
+        def log(self, *a, **kw):
+            pass
+
+        def finish(self):
+            finished.append(True)
+    monkeypatch.setitem(sys.modules, "wandb", FakeWandb())
+    cfg = train.Config(out_dir=str(tmp_path), wandb_log=True)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(OSError):
+        with train.StopSignal(), train.Logger(cfg, train.Dist(), 10) as logger:
+            assert signal.getsignal(signal.SIGTERM) is not before
+            logger.log({"kind": "event", "step": 0})
+            raise OSError("disk full")
+    assert finished == [True] and signal.getsignal(signal.SIGTERM) is before
