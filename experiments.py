@@ -518,11 +518,12 @@ def fp8_report(size, results, root):
                 continue
             ppl = math.exp(m) - 1
             within = "-" if spread is None else ("yes" if abs(m) <= spread else "no")
-            gaps.append(f"| {width} | {p} | {m:+.4f} | " + (f"[{m - h:+.4f}, {m + h:+.4f}]" if h else "-")
-                        + f" | {ppl:+.2%} | {fmt(spread)} | {within} | {'yes' if abs(ppl) < 0.005 else 'no'} |")
-            verdicts.append(f"- width {width}, {p}: val {m:+.4f} nats vs {base} ({ppl:+.2%} perplexity) over "
-                            f"{len(d)} seeds; {base}'s seed-to-seed std {fmt(spread)}; within the spread: "
-                            f"{within}; under the paper's 0.5%: {'yes' if abs(ppl) < 0.005 else 'no'}")
+            ci = f"[{m - h:+.4f}, {m + h:+.4f}]" if h is not None else "-"
+            small = "yes" if abs(ppl) < 0.005 else "no"  # the paper: < 0.5% perplexity
+            gaps.append(f"| {width} | {p} | {m:+.4f} | {ci} | {ppl:+.2%} | {fmt(spread)} | {within} | {small} |")
+            verdicts.append(f"- width {width}, {p}: val {m:+.4f} nats {ci} vs {base} ({ppl:+.2%} perplexity) "
+                            f"over {len(d)} seeds; {base}'s seed-to-seed std {fmt(spread)}; within the "
+                            f"spread: {within}; under the paper's 0.5%: {small}")
     plt = _plt()
     fig, axes = plt.subplots(1, len(size["widths"]), figsize=(6 * len(size["widths"]), 4), squeeze=False)
     colors = dict(zip(size["precisions"], ["tab:blue", "tab:orange", "tab:green", "tab:red"]))
