@@ -16,7 +16,6 @@ import argparse
 import ast
 import math
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -47,7 +46,7 @@ MUP_SIZES = {
     "toy": dict(widths=(32, 64), n_layer=2, head_dim=16, seeds=(1,),
                 lrs_mup=[2.0 ** k for k in range(-7, -4)], lrs_sp=[2.0 ** k for k in range(-7, -4)],
                 depth_width=32, depths=(2, 3),
-                train=dict(model_preset="tiny", seq_len=32, max_steps=3, global_batch=4, micro_batch=4,
+                train=dict(model_preset="tiny", seq_len=32, log_interval=1, max_steps=3, global_batch=4, micro_batch=4,
                            eval_steps=1)),
 }
 
@@ -67,7 +66,7 @@ MUON_SIZES = {
                  train=dict(global_batch=24, micro_batch=12)),
     "toy": dict(width=32, n_layer=2, head_dim=16, stable_steps=4, seeds=(1, 2),
                 conditions=[dict(name="lr16", lr_divisor=16, decay_steps=4)],
-                train=dict(model_preset="tiny", seq_len=32, global_batch=4, micro_batch=4, eval_steps=1)),
+                train=dict(model_preset="tiny", seq_len=32, log_interval=1, global_batch=4, micro_batch=4, eval_steps=1)),
 }
 
 FP8_SIZES = {
@@ -80,7 +79,7 @@ FP8_SIZES = {
     # On a CPU FP8 cannot run: the toy's FP8 arm is fp8.py's emulated path (fp8_emulate, for
     # tests), so the runner and the report are exercised, not FP8 numerics.
     "toy": dict(widths=(32,), n_layer=2, head_dim=16, seeds=(1, 2), precisions=("bf16", "fp8_emulated"),
-                train=dict(model_preset="tiny", seq_len=32, max_steps=4, global_batch=4, micro_batch=4,
+                train=dict(model_preset="tiny", seq_len=32, log_interval=1, max_steps=4, global_batch=4, micro_batch=4,
                            eval_steps=1)),
 }
 
@@ -519,11 +518,12 @@ def fp8_report(size, results, root):
                 continue
             ppl = math.exp(m) - 1
             within = "-" if spread is None else ("yes" if abs(m) <= spread else "no")
-            gaps.append(f"| {width} | {p} | {m:+.4f} | " + (f"[{m - h:+.4f}, {m + h:+.4f}]" if h else "-")
-                        + f" | {ppl:+.2%} | {fmt(spread)} | {within} | {'yes' if abs(ppl) < 0.005 else 'no'} |")
-            verdicts.append(f"- width {width}, {p}: val {m:+.4f} nats vs {base} ({ppl:+.2%} perplexity) over "
-                            f"{len(d)} seeds; {base}'s seed-to-seed std {fmt(spread)}; within the spread: "
-                            f"{within}; under the paper's 0.5%: {'yes' if abs(ppl) < 0.005 else 'no'}")
+            ci = f"[{m - h:+.4f}, {m + h:+.4f}]" if h is not None else "-"
+            small = "yes" if abs(ppl) < 0.005 else "no"  # the paper: < 0.5% perplexity
+            gaps.append(f"| {width} | {p} | {m:+.4f} | {ci} | {ppl:+.2%} | {fmt(spread)} | {within} | {small} |")
+            verdicts.append(f"- width {width}, {p}: val {m:+.4f} nats {ci} vs {base} ({ppl:+.2%} perplexity) "
+                            f"over {len(d)} seeds; {base}'s seed-to-seed std {fmt(spread)}; within the "
+                            f"spread: {within}; under the paper's 0.5%: {small}")
     plt = _plt()
     fig, axes = plt.subplots(1, len(size["widths"]), figsize=(6 * len(size["widths"]), 4), squeeze=False)
     colors = dict(zip(size["precisions"], ["tab:blue", "tab:orange", "tab:green", "tab:red"]))
@@ -533,7 +533,7 @@ def fp8_report(size, results, root):
             for k, r in enumerate(runs):
                 pts = [(s, v) for s, v in r["train_curve"] if v is not None]
                 if pts:
-                    ax.plot(*zip(*pts), color=colors[p], alpha=0.6, label=p if k == 0 else None)
+                    ax.plot(*zip(*pts), ".-", color=colors[p], alpha=0.6, label=p if k == 0 else None)
         ax.set_title(f"width {width}")
         ax.set_xlabel("step")
         ax.set_ylabel("train loss")
@@ -613,6 +613,8 @@ def build(args):
         size = {**size, "precisions": (size["precisions"][0],) + tuple(
             {"native": "fp8", "te": "fp8_te"}[b] for b in backends)}
     runs = make_runs(size, common, root)
+    for run in runs:  # the sweep starts the longest runs first, so the last one to end is short
+        run.cost_s = sum(predict(run, len(common.get("data") or {"": 1})))
     clashes = sorted({k for r in runs for k in extra if r.overrides[k] != extra[k]})
     if clashes:
         raise ValueError(f"--set {', '.join(clashes)}: this experiment sets that per run; "
@@ -655,7 +657,7 @@ def write_outputs(args, size_name, size, runs, root, results, unfinished, second
     body, verdicts = make_report(size, results, root)
     devices = sorted({r["device"] for r in results.values()})
     gpu_s = sum(r["seconds"] for r in results.values())
-    command = shlex.join(["python", "experiments.py", *args.argv])
+    command = sweep.shell_join(["python", "experiments.py", *args.argv])
     head = [f"# {title} ({size_name} size)", "",
             f"- command: `{command}`",
             f"- machine: {', '.join(devices) or '-'}; commit {_git_commit()}; "

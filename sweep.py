@@ -15,11 +15,12 @@ A run that stopped part-way (Ctrl-C, SIGTERM, `time_limit`) has a checkpoint and
 result.json: the next call resumes it (`init_from='resume'`, train.py's exact resume). A run
 killed before it wrote any checkpoint starts again from scratch.
 """
-import dataclasses
+import gc
 import json
 import math
 import os
 import queue
+import shlex
 import shutil
 import signal
 import sys
@@ -59,6 +60,17 @@ class Run:
 
     def compile_key(self):
         return json.dumps({k: self.overrides.get(k) for k in COMPILE_KEYS}, sort_keys=True, default=str)
+
+
+def shell_join(argv):
+    """A command line to copy into a shell; double quotes where shlex would nest single ones."""
+    out = []
+    for a in argv:
+        if shlex.quote(a) == a or any(c in a for c in '"$`\\!'):
+            out.append(shlex.quote(a))
+        else:
+            out.append(f'"{a}"')
+    return " ".join(out)
 
 
 def _finite(obj):
@@ -130,6 +142,19 @@ def read_result(run_dir):
     }
 
 
+def _ended_non_finite(run_dir):
+    """Did train.py stop this run for non-finite steps? (Its last record says so, whether
+    train.main raised NonFiniteError or reported it as an error line.)"""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        last = None
+        for line in f:
+            last = json.loads(line)
+    return last is not None and last["kind"] == "nonfinite"
+
+
 # ---------------------------------------------------------------------------------------
 # The worker: one process, many runs, each through train.main.
 
@@ -146,12 +171,12 @@ def _run_once(task):
     t0 = time.time()
     status = "ok"
     try:
-        print(f"[sweep] python train.py {' '.join(task['argv'])}", flush=True)
+        print(f"[sweep] {shell_join(['python', 'train.py', *task['argv']])}", flush=True)
         if train.main(task["argv"]) != 0:
             status = "failed"
-    except train.NonFiniteError as e:  # the learning rate was too high: a result, not a failure
-        print(f"[sweep] diverged: {e}")
-        status = "diverged"
+    except train.NonFiniteError as e:
+        print(f"error: {e}")
+        status = "failed"
     except Exception:
         traceback.print_exc()
         status = "failed"
@@ -164,6 +189,8 @@ def _run_once(task):
         os.close(saved[1])
         log.close()
     seconds = time.time() - t0
+    if status == "failed" and _ended_non_finite(run_dir):
+        status = "diverged"  # the learning rate was too high: a result, not a failure
     if status == "failed":
         return {"status": "failed", "seconds": seconds}
     result = read_result(run_dir) if status == "ok" else None
@@ -198,15 +225,13 @@ def _worker(tasks, results, slot, threads):
     last_key = None
     for task in iter(tasks.get, None):
         if task["compile_key"] != last_key and "torch._dynamo" in sys.modules:
-            import torch
             torch._dynamo.reset()  # another shape: start from empty graph caches
         last_key = task["compile_key"]
         results.put((slot, task["name"], {"status": "started"}))  # from now on SIGTERM stops it cleanly
         out = _run_once(task)
-        import gc
         gc.collect()
-        if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
-            sys.modules["torch"].cuda.empty_cache()  # the next run's model starts on a clean slate
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the next run's model starts on a clean slate
         results.put((slot, task["name"], out))
 
 
@@ -268,10 +293,12 @@ def _check(runs, root):
     return state
 
 
-def run_all(runs, root, workers=1, time_limit=None, log=print):
+def run_all(runs, root, workers=1, time_limit=None, log=print, start_method=None):
     """Run every unfinished run. Returns ({name: result dict} of the finished runs,
     {name: 'stopped' | 'failed' | 'blocked' | 'not started'} of the others, whether Ctrl-C or
-    SIGTERM ended the call)."""
+    SIGTERM ended the call). start_method: how workers start (multiprocessing); default
+    'spawn' (fresh interpreters) where CUDA is available, since a fork is only safe from a
+    process that has not initialised CUDA, and 'forkserver' on a CPU (fast starts for tests)."""
     root = os.path.normpath(root)
     state = _check(runs, root)
     todo = [r for r in runs if state[r.name] != "finished"]
@@ -279,7 +306,11 @@ def run_all(runs, root, workers=1, time_limit=None, log=print):
         + (f" ({sum(state[r.name] == 'resume' for r in todo)} resume from a checkpoint)" if todo else ""))
     unfinished, interrupted = {}, False
     if todo:
-        unfinished, interrupted = _dispatch(todo, state, root, min(workers, len(todo)), time_limit, log)
+        if start_method is None:
+            import torch
+            start_method = "spawn" if torch.cuda.is_available() else "forkserver"
+        unfinished, interrupted = _dispatch(todo, state, root, min(workers, len(todo)), time_limit,
+                                            log, start_method)
     results = {}
     for run in runs:
         path = os.path.join(root, "runs", run.name, "result.json")
@@ -288,15 +319,14 @@ def run_all(runs, root, workers=1, time_limit=None, log=print):
     return results, unfinished, interrupted
 
 
-def _dispatch(todo, state, root, n_workers, time_limit, log):
+def _dispatch(todo, state, root, n_workers, time_limit, log, start_method):
     import multiprocessing as mp
-    # Workers fork from a server process that has imported, once, what every run imports
-    # (train.py and torch; torch.compile's dynamo, which torch.optim pulls in on first use;
-    # matplotlib for train.py's report): 5-8 s a worker on a loaded CPU otherwise. The server
-    # never touches CUDA, so no CUDA state is copied into a worker; it lives as long as this
-    # process (tests reuse it).
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["sweep", "train", "torch._dynamo", "matplotlib.pyplot"])
+    ctx = mp.get_context(start_method)
+    if start_method == "forkserver":
+        # Workers fork from a server that has imported, once, what every run imports (train.py,
+        # torch; dynamo, which torch.optim pulls in on first use; matplotlib for train.py's
+        # report): 5-8 s saved per worker on a loaded CPU. It lives as long as this process.
+        ctx.set_forkserver_preload(["sweep", "train", "torch._dynamo", "matplotlib.pyplot"])
     results = ctx.Queue()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // n_workers)
@@ -390,7 +420,9 @@ def _dispatch(todo, state, root, n_workers, time_limit, log):
             except KeyboardInterrupt:
                 if stopping and interrupted:
                     log("[sweep] killing the workers")
-                    break  # the second Ctrl-C: kill the workers (finally below)
+                    for s in slots:  # the second Ctrl-C: no checkpoint, no waiting
+                        s["process"].kill()
+                    break
                 log("[sweep] interrupted: the running runs checkpoint and stop "
                     "(Ctrl-C again to kill them)")
                 stopping = interrupted = True

@@ -40,10 +40,12 @@ def run(name, dataset, **kw):
 
 @pytest.fixture(scope="module")
 def finished(dataset, tmp_path_factory):
-    """Two runs through two workers (one process start each, shared by the tests below)."""
+    """Two runs through two workers, started as on a GPU machine (spawn: fresh interpreters;
+    the other tests use the CPU's forkserver), shared by the tests below."""
     root = tmp_path_factory.mktemp("sweep")
     runs = [run("a", dataset, learning_rate=1e-2), run("b", dataset, learning_rate=3e-3)]
-    results, unfinished, _ = sweep.run_all(runs, str(root), workers=2, log=lambda *a: None)
+    results, unfinished, _ = sweep.run_all(runs, str(root), workers=2, log=lambda *a: None,
+                                           start_method="spawn")
     return root, runs, results, unfinished
 
 
