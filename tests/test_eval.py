@@ -433,7 +433,7 @@ def test_log_samples_writes_one_line_per_item(ckpt, task_dir, tmp_path):
 # ---- scoring during training -----------------------------------------------------------
 
 @needs_lm_eval
-def test_score_checkpoint_scores_a_model_in_memory_or_a_path(ckpt, task_dir, tmp_path):
+def test_score_checkpoint_scores_a_model_in_memory_or_a_path(ckpt, task_dir, tmp_path, monkeypatch):
     run, model, tok = ckpt
     eval_reasoning.main([str(run), "--tasks", "tiny_mc", "--include-path", str(task_dir),
                          "--out", str(tmp_path / "r")])
@@ -444,8 +444,10 @@ def test_score_checkpoint_scores_a_model_in_memory_or_a_path(ckpt, task_dir, tmp
     model.eval()
     assert eval_reasoning.score_checkpoint(run, None, {"tiny_mc": None}, include_path=str(task_dir)) == got
     written = sorted(p.name for p in run.rglob("*"))
-    with pytest.raises(eval_reasoning.TaskDataError, match="unknown task"):
-        eval_reasoning.score_checkpoint(model, tok, {"no_such_task": 0}, include_path=str(task_dir))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(eval_reasoning.TaskDataError, match="openai/gsm8k"):
+        eval_reasoning.score_checkpoint(model, tok, {"gsm8k": 8}, include_path=str(task_dir))
     assert sorted(p.name for p in run.rglob("*")) == written  # writes nothing
 
 
