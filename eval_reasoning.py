@@ -239,8 +239,7 @@ def prefix_id(tokenizer):
     """The token an empty context is conditioned on: BOS when the tokenizer has one, else EOS,
     as lm-eval's hf backend does (its prefix_token_id). This project's own tokenizers have no
     BOS: every document follows the previous one's EOS (prepare.py), so EOS is the prefix."""
-    bos = getattr(tokenizer, "bos_id", None)
-    return tokenizer.eos_id if bos is None else bos
+    return tokenizer.prefix_id
 
 
 def rolling_windows(tokens, prefix_id, max_length):
@@ -310,8 +309,13 @@ class XmodelLM(TemplateLM):
         return prefix_id(self.tokenizer)
 
     def tok_encode(self, string, add_special_tokens=None, **kwargs):
-        # no BOS, as lm-eval's hf backend for causal models (add_bos_token=False by default)
-        return self.tokenizer.encode(string)
+        # As lm-eval 0.4.13's hf backend: the tokenizer's own prefix (this project's models:
+        # EOS, as their export's post-processor; imported ones: their BOS or nothing) unless
+        # told not to or the text already starts with the prefix token.
+        if add_special_tokens is False or (
+                add_special_tokens is None and string.startswith(self.tok_decode([self.prefix_token_id]))):
+            return self.tokenizer.encode(string)
+        return self.tokenizer.encode_prompt(string)
 
     def tok_decode(self, tokens, **kwargs):
         return self.tokenizer.decode(tokens)
@@ -325,6 +329,8 @@ class XmodelLM(TemplateLM):
         return res
 
     def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        # lm-eval's windows over tok_encode(string): with a prefix-adding tokenizer the prefix
+        # token is itself scored (so does its hf backend); perplexity() scores the text only
         out = []
         for (string,) in (req.args for req in requests):
             windows = rolling_windows(self.tok_encode(string), self.prefix_token_id, self.max_length)

@@ -189,6 +189,7 @@ def test_adapter_loglikelihoods_equal_a_direct_computation(ckpt):
             ctx, cont = ctx.rstrip(), ctx[len(ctx) - n:] + cont
             c_ids = tok.encode(ctx)
             cont_ids = tok.encode(ctx + cont)[len(c_ids):]
+            c_ids = [tok.eos_id] + c_ids  # every text follows EOS, as every training document
         assert lp == pytest.approx(direct_logprob(model, c_ids, cont_ids), abs=1e-4)
     # is_greedy: a continuation that is the model's own greedy output
     ids = tok.encode("To be")
@@ -200,9 +201,10 @@ def test_adapter_loglikelihoods_equal_a_direct_computation(ckpt):
             seq = torch.cat([seq, torch.tensor([[greedy[-1]]])], 1)
     (_, is_greedy), = lm._loglikelihood_tokens([(None, ids, greedy)])
     assert is_greedy
-    rolling, = lm.loglikelihood_rolling(instances("loglikelihood_rolling", [(TEXT[:100],)]))
-    assert -rolling / len(tok.encode(TEXT[:100])) == pytest.approx(
-        math.log(perplexity(model, tok, TEXT[:100], 64)["token_perplexity"]), rel=1e-5)
+    # rolling: lm-eval's windows over tok_encode(text), i.e. [EOS] + text, after the prefix EOS
+    ids = [tok.eos_id] + tok.encode(TEXT[:50])
+    rolling, = lm.loglikelihood_rolling(instances("loglikelihood_rolling", [(TEXT[:50],)]))
+    assert rolling == pytest.approx(direct_logprob(model, [tok.eos_id], ids), abs=1e-4)
 
 
 @needs_lm_eval
