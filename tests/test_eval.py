@@ -161,6 +161,8 @@ def test_eval_cli_runs_perplexity_without_lm_eval_and_exits_2_for_tasks(ckpt, tm
     eval_reasoning.main([str(run), "--perplexity", str(tmp_path / "wiki.txt"), "--out", str(tmp_path / "r")])
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["perplexity"]["token_perplexity"] > 1 and report["tasks"] == {}
+    md = (tmp_path / "r.md").read_text()  # as --help says: <out>.json and <out>.md
+    assert f"| token perplexity | {report['perplexity']['token_perplexity']:.4f} |" in md
     with pytest.raises(SystemExit) as e:
         eval_reasoning.main([str(run), "--tasks", "arc_easy", "--out", str(tmp_path / "r2")])
     assert e.value.code == 2
@@ -496,3 +498,63 @@ def test_empty_context_and_perplexity_start_from_bos_when_the_tokenizer_has_one(
         (lp, _), = lm.loglikelihood(instances("loglikelihood", [("", text)]))
         assert lp == pytest.approx(want, abs=1e-4)
     assert direct_logprob(model, [with_bos.bos_id], ids) != pytest.approx(direct_logprob(model, [tok.eos_id], ids))
+
+
+HUMANEVAL = [  # HumanEval's format; short prompts: the tiny test model's context is 64 tokens
+    {"task_id": "t/0", "prompt": "def add(a, b):\n", "canonical_solution": "    return a + b\n",
+     "test": "def check(f):\n    assert f(2, 3) == 5\n", "entry_point": "add"},
+    {"task_id": "t/1", "prompt": "def neg(x):", "canonical_solution": " return -x\n",
+     "test": "def check(f):\n    assert f(4) == -4\n", "entry_point": "neg"},
+    {"task_id": "t/2", "prompt": "def one():\n    return", "canonical_solution": " 1\n",
+     "test": "def check(f):\n    assert f() == 1\n", "entry_point": "one"},
+]
+
+
+def humaneval_module():
+    import importlib.util as iu
+    spec = iu.spec_from_file_location("human_eval_offline", eval_reasoning.TASKS_DIR / "humaneval" / "human_eval_offline.py")
+    module = iu.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_humaneval_offline_runs_each_program_in_a_subprocess_with_a_time_limit():
+    he = humaneval_module()
+    p = HUMANEVAL[0]
+    reference = p["test"] + f"\ncheck({p['entry_point']})"
+    assert he.pass_at_1([reference], [[p["prompt"] + p["canonical_solution"]]]) == 1.0
+    assert he.pass_at_1([reference], [[p["prompt"] + "    return a - b\n"]]) == 0.0
+    assert not he.passes("while True:\n    pass\n", timeout=1.0)
+    assert not he.passes("import sys\nsys.exit(3)\n")
+    for p in HUMANEVAL:  # the fixture's own solutions pass
+        assert he.pass_at_1([p["test"] + f"\ncheck({p['entry_point']})"], [[p["prompt"] + p["canonical_solution"]]])
+
+
+@needs_lm_eval
+def test_humaneval_offline_generations_equal_the_hf_backend(ckpt, tmp_path):
+    pytest.importorskip("accelerate", reason="lm-eval's hf backend needs it: pip install 'lm-eval[hf]'")
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from convert_hf import export_hf
+    run, model, tok = ckpt
+    data = tmp_path / "HumanEval.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in HUMANEVAL))
+    hf_dir = export_hf(run, tmp_path / "hf")
+    manager = TaskManager(include_path=str(eval_reasoning.TASKS_DIR), include_defaults=False,
+                          metadata={"data_file": str(data)})
+    common = dict(tasks=["humaneval_offline"], task_manager=manager, bootstrap_iters=0, log_samples=True,
+                  gen_kwargs={"max_gen_toks": 12}, confirm_run_unsafe_code=True)
+    ours = simple_evaluate(model=eval_reasoning.XmodelLM(model, tok), **common)
+    theirs = simple_evaluate(model="hf", model_args={"pretrained": str(hf_dir), "dtype": "float32",
+                                                     "device": "cpu"}, batch_size=3, **common)
+    texts = lambda out: [(s["doc_id"], s["resps"][0][0], s["pass_at_1"])
+                         for s in sorted(out["samples"]["humaneval_offline"], key=lambda s: s["doc_id"])]
+    assert texts(ours) == texts(theirs) and len(texts(ours)) == 3
+    assert len({t for _, t, _ in texts(ours)}) == 3 and all(t for _, t, _ in texts(ours))  # real generations
+    assert ours["results"]["humaneval_offline"]["pass_at_1,create_test"] == \
+        theirs["results"]["humaneval_offline"]["pass_at_1,create_test"]
+
+
+def test_offline_code_task_needs_explicit_opt_in(ckpt):
+    with pytest.raises(SystemExit, match="--code-tasks"):
+        eval_reasoning.main([str(ckpt[0]), "--tasks", "humaneval_offline"])
