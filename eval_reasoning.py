@@ -552,11 +552,12 @@ def main(argv=None):
                     help="print every task (suite and offline), its shots, metric and data here; exit")
     ap.add_argument("--tasks", help="comma-separated lm-eval task names (default: the suite, "
                     "without code tasks unless --code-tasks)")
-    ap.add_argument("--limit", type=float, help="documents per task (or a fraction if < 1)")
+    ap.add_argument("--limit", type=float, help="documents per task, or per subtask of a group "
+                    "(mmlu_offline: 57 subjects x limit); a fraction if < 1")
     ap.add_argument("--num-fewshot", type=int, help="override the suite's few-shot counts")
     ap.add_argument("--include-path", help="folder of extra lm-eval task yamls (local JSONL, offline)")
     ap.add_argument("--code-tasks", action="store_true",
-                    help="also run humaneval and mbpp: they EXECUTE model-written code")
+                    help="allow humaneval, mbpp, humaneval_offline: they EXECUTE model-written code")
     ap.add_argument("--log-samples", action="store_true",
                     help="also write <out>.samples.jsonl: every item's prompt, answers and scores")
     ap.add_argument("--perplexity", help="text file: rolling perplexity -> <out>.json and <out>.md "
