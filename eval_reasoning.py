@@ -195,7 +195,8 @@ def list_tasks(include_path=None):
 # scoring with model.py (no lm-eval)
 
 @torch.no_grad()
-def score_continuations(model, requests, max_length, batch_size=16, max_batch_tokens=8192):
+def score_continuations(model, requests, max_length, batch_size=16, max_batch_tokens=8192,
+                        progress=False):
     """requests: (context_ids, continuation_ids) with a non-empty context ->
     [(sum of log p(continuation | context), continuation is the greedy decode)].
 
@@ -221,6 +222,8 @@ def score_continuations(model, requests, max_length, batch_size=16, max_batch_to
         readers[row].append(i)
     order = sorted(range(len(inputs)), key=lambda r: -len(inputs[r]))
     results = [None] * len(requests)
+    from tqdm import tqdm
+    bar = tqdm(total=len(requests), desc="scoring", disable=not progress, mininterval=1.0)
     start = 0
     while start < len(order):
         longest = len(inputs[order[start]])
@@ -238,6 +241,8 @@ def score_continuations(model, requests, max_length, batch_size=16, max_batch_to
                 logp = F.log_softmax(sl, dim=-1)
                 t = torch.tensor(tgt, device=logp.device)
                 results[i] = (logp.gather(1, t[:, None]).sum().item(), bool((sl.argmax(-1) == t).all()))
+            bar.update(len(readers[r]))
+    bar.close()
     return results
 
 
@@ -297,7 +302,7 @@ class XmodelLM(TemplateLM):
     empty contexts get prefix_token_id), the same as lm-eval's HF backend."""
 
     def __init__(self, model, tokenizer, max_length=None, batch_size=16, max_batch_tokens=8192,
-                 max_gen_toks=256):
+                 max_gen_toks=256, progress=True):
         if not HAVE_LM_EVAL:
             raise ImportError(f"lm-eval is not installed: pip install {LM_EVAL_PIN}")
         super().__init__()
@@ -305,6 +310,7 @@ class XmodelLM(TemplateLM):
         self._device = next(model.parameters()).device
         self.max_length = max_length or model.config.max_seq_len
         self.batch_size, self.max_batch_tokens, self.max_gen_toks = batch_size, max_batch_tokens, max_gen_toks
+        self.progress = progress
 
     @property
     def eot_token_id(self):
@@ -328,7 +334,8 @@ class XmodelLM(TemplateLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm=False, **kwargs):
         res = score_continuations(self.model, [(ctx, cont) for _, ctx, cont in requests],
-                                  self.max_length, self.batch_size, self.max_batch_tokens)
+                                  self.max_length, self.batch_size, self.max_batch_tokens,
+                                  progress=self.progress and not disable_tqdm)
         for (key, _, _), r in zip(requests, res):
             if key is not None:
                 self.cache_hook.add_partial("loglikelihood", key, r)
@@ -480,7 +487,8 @@ def score_checkpoint(model, tokenizer=None, tasks=None, limit=None, include_path
         raise ValueError("score_checkpoint needs the tokenizer of an in-memory model")
     was_training = model.training
     try:
-        lm = XmodelLM(model, tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+        lm = XmodelLM(model, tokenizer, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+                      progress=False)
         entries = run_lm_eval(lm, tasks, limit=limit, include_path=include_path, bootstrap_iters=0,
                               manager=manager, log=log or (lambda *_: None))
     finally:
