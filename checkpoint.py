@@ -125,9 +125,10 @@ def _model_payload(model_config, weights, tokenizer, step, config):
             "step": step, "config": config}
 
 
-def write_model(model, out, tokenizer=None, step=0, config=None, tokenizer_json=None) -> Path:
+def write_model(model, out, tokenizer=None, step=0, config=None, tokenizer_json=None, tokenizer_text=None) -> Path:
     """`model` as a consolidated model.pt (fp32) -> its path. `out` ending in .pt is the file;
-    otherwise a step dir that gets model.pt (+ a copy of tokenizer_json). Atomic per file."""
+    otherwise a step dir that gets model.pt (+ tokenizer.json: a copy of the file tokenizer_json,
+    or the string tokenizer_text). Atomic per file."""
     out = Path(out)
     model_pt = out if out.suffix == ".pt" else out / "model.pt"
     model_pt.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +140,8 @@ def write_model(model, out, tokenizer=None, step=0, config=None, tokenizer_json=
     os.replace(tmp, model_pt)
     if tokenizer_json is not None:
         prepare.write_atomic(model_pt.parent / "tokenizer.json", Path(tokenizer_json).read_bytes())
+    elif tokenizer_text is not None:
+        prepare.write_atomic(model_pt.parent / "tokenizer.json", tokenizer_text.encode("utf-8"))
     prepare.fsync_dir(model_pt.parent)
     return model_pt
 

@@ -96,9 +96,16 @@ def _package_dir(package, install_hint):
 
 class Tokenizer:
     """One interface over a `tokenizers` Tokenizer (kind 'hf') and a tiktoken Encoding.
-    encode never adds BOS/EOS: the writer places EOS itself."""
+    encode never adds BOS/EOS: the writer places EOS itself.
 
-    def __init__(self, kind, name, backend, eos_id, definition=None, sha256=None):
+    Identity beyond the vocabulary, for a pretrained model's tokenizer (convert_hf import):
+    bos_id/pad_id/unk_id, its special tokens, its chat template, and prompt_prefix, how a
+    prompt starts: "eos" (this project's data: every document follows an EOS) or "tokenizer"
+    (as transformers' tokenizer(text): tokenizer.json's post-processor adds BOS or nothing).
+    Tokenizers this project trains or bundles leave them unset (None, "eos")."""
+
+    def __init__(self, kind, name, backend, eos_id, definition=None, sha256=None, bos_id=None,
+                 pad_id=None, unk_id=None, special_tokens=None, chat_template=None, prompt_prefix="eos"):
         self.kind, self.name, self.backend, self.eos_id = kind, name, backend, int(eos_id)
         self.definition = definition  # hf: canonical tokenizer.json text (Tokenizer.to_str())
         if kind == "hf":
@@ -111,6 +118,9 @@ class Tokenizer:
             self.vocab_size = backend.n_vocab
             self.sha256 = sha256
         self.eos_token = self.decode([self.eos_id])
+        self.bos_id, self.pad_id, self.unk_id = bos_id, pad_id, unk_id
+        self.special_tokens, self.chat_template = special_tokens, chat_template
+        self.prompt_prefix = prompt_prefix
 
     def encode(self, text):
         if self.kind == "hf":
@@ -122,6 +132,43 @@ class Tokenizer:
             return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
         return self.backend.encode_ordinary_batch(texts, num_threads=num_cores())
 
+    def encode_prompt(self, text):
+        """A text's ids as the model saw text in training, and as transformers' tokenizer(text)
+        gives them: after EOS for this project's models (convert_hf's export writes that
+        post-processor); with the tokenizer.json post-processor (BOS or nothing) for an
+        imported one. May be empty (an imported tokenizer that adds nothing, empty text)."""
+        if self.prompt_prefix == "tokenizer" and self.kind == "hf":
+            return self.backend.encode(text, add_special_tokens=True).ids
+        return [self.eos_id] + self.encode(text)
+
+    @property
+    def prefix_id(self):
+        """The token an empty context starts from: BOS when the tokenizer has one, else EOS
+        (lm-eval's prefix_token_id). This project's tokenizers have no BOS: every document
+        follows the previous one's EOS."""
+        return self.eos_id if self.bos_id is None else self.bos_id
+
+    def apply_chat_template(self, messages, add_generation_prompt=True):
+        """The model's own chat template (Jinja, rendered as transformers renders it) -> ids;
+        its special markers (<|im_start|>, ...) become single ids, as in transformers."""
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise PrepareError(f"chat template: {message}")
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                            extensions=["jinja2.ext.loopcontrols"])
+        env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
+        env.globals["raise_exception"] = raise_exception
+        token = lambda i: None if i is None else self.decode([i])
+        text = env.from_string(self.chat_template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt, bos_token=token(self.bos_id) or "",
+            eos_token=self.eos_token, pad_token=token(self.pad_id), unk_token=token(self.unk_id))
+        self.backend.encode_special_tokens = False  # markers in the template are real tokens
+        try:
+            return self.backend.encode(text, add_special_tokens=False).ids
+        finally:
+            self.backend.encode_special_tokens = True
+
     def decode(self, ids):
         ids = [int(i) for i in ids]
         if self.kind == "hf":
@@ -129,9 +176,14 @@ class Tokenizer:
         return self.backend.decode(ids)
 
     def meta(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "vocab_size": self.vocab_size,
+        meta = {"kind": self.kind, "name": self.name, "vocab_size": self.vocab_size,
                 "eos_id": self.eos_id, "sha256": self.sha256,
                 "file": "tokenizer.json" if self.kind == "hf" else None}
+        if self.prompt_prefix != "eos":  # an imported tokenizer's identity travels whole
+            meta.update(bos_id=self.bos_id, pad_id=self.pad_id, unk_id=self.unk_id,
+                        special_tokens=self.special_tokens, chat_template=self.chat_template,
+                        prompt_prefix=self.prompt_prefix)
+        return meta
 
     def save(self, folder):
         """Write tokenizer.json (hf only) atomically into folder."""
@@ -140,6 +192,9 @@ class Tokenizer:
 
     def __repr__(self):
         return f"Tokenizer({self.kind}:{self.name}, vocab={self.vocab_size}, eos={self.eos_id})"
+
+
+IDENTITY_KEYS = ("bos_id", "pad_id", "unk_id", "special_tokens", "chat_template", "prompt_prefix")
 
 
 def _hf_from_backend(backend, name, eos_token=None, config_path=None):
@@ -209,6 +264,11 @@ def load_tokenizer(spec, eos_token=None) -> Tokenizer:
             path = path / "ckpt" / (path / "ckpt" / "latest").read_text().strip()
         if (path / "meta.json").exists():
             return _load_from_meta(_read_meta(path)["tokenizer"], path)
+        meta = _checkpoint_tokenizer_meta(path / "model.pt")
+        if meta is not None:  # a checkpoint: the tokenizer identity its model was trained with
+            if eos_token is not None and meta.get("eos_id") is not None:
+                _check_eos_token(meta, path, eos_token)
+            return _load_from_meta(meta, path)
         if (path / "tokenizer.json").exists():
             return _load_hf_file(path / "tokenizer.json", str(path / "tokenizer.json"), eos_token)
         raise PrepareError(f"{path} holds neither meta.json nor tokenizer.json")
@@ -224,6 +284,29 @@ def load_tokenizer(spec, eos_token=None) -> Tokenizer:
                            f"{str(e)[:200]}). Offline, use 'deepseek-v3' (bundled), a local tokenizer.json, "
                            f"or a prepared dataset folder") from None
     return _hf_from_backend(backend, spec, eos_token)
+
+
+def _checkpoint_tokenizer_meta(model_pt):
+    """The "tokenizer" entry of a consolidated checkpoint (train.py, convert_hf import), or None.
+    mmap: reading the entry does not read the weights."""
+    if not model_pt.is_file():
+        return None
+    import torch
+    try:
+        payload = torch.load(model_pt, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:
+        raise PrepareError(f"{model_pt} could not be read ({type(e).__name__}: {e})") from None
+    meta = payload.get("tokenizer") if isinstance(payload, dict) else None
+    return meta if isinstance(meta, dict) and meta.get("sha256") else None
+
+
+def _check_eos_token(meta, folder, eos_token):
+    from tokenizers import Tokenizer as HFTokenizer
+    backend = HFTokenizer.from_file(str(Path(folder) / (meta.get("file") or "tokenizer.json")))
+    if backend.token_to_id(eos_token) != meta["eos_id"]:
+        raise PrepareError(f"--eos-token {eos_token!r} differs from the checkpoint's EOS "
+                           f"(id {meta['eos_id']}, {backend.id_to_token(meta['eos_id'])!r}); "
+                           f"drop --eos-token to use the model's")
 
 
 def _load_from_meta(meta, folder):
@@ -246,6 +329,9 @@ def _load_from_meta(meta, folder):
                            f"eos {tok.eos_id}, but the data/checkpoint was made with sha256 "
                            f"{meta['sha256'][:12]} eos {meta['eos_id']}")
     tok.name = meta["name"]
+    for key in IDENTITY_KEYS:
+        if key in meta:
+            setattr(tok, key, meta[key])
     return tok
 
 
@@ -268,11 +354,20 @@ def check_vocab(tokenizer_meta, model_vocab_size, expected_tokenizer=None):
         raise PrepareError(f"data tokenizer {tokenizer_meta['name']} has {tokenizer_meta['vocab_size']} ids but "
                            f"the model's vocab_size is {model_vocab_size}: set vocab_size >= "
                            f"{tokenizer_meta['vocab_size']} or prepare the data with the model's tokenizer")
-    if expected_tokenizer is not None and expected_tokenizer["sha256"] != tokenizer_meta["sha256"]:
+    if expected_tokenizer is None:
+        return
+    if expected_tokenizer["sha256"] != tokenizer_meta["sha256"]:
         raise PrepareError(f"tokenizer mismatch: data uses {tokenizer_meta['name']} "
                            f"(sha256 {tokenizer_meta['sha256'][:12]}), the checkpoint "
                            f"{expected_tokenizer['name']} (sha256 {expected_tokenizer['sha256'][:12]}); "
                            f"re-run prepare.py with --tokenizer <checkpoint dir>")
+    # Same vocabulary, other special ids: the data would end documents (and SFT replies) with
+    # a token the model does not stop on. BOS only where the checkpoint records one.
+    for key, what in (("eos_id", "EOS"), ("bos_id", "BOS")):
+        if (key == "eos_id" or key in expected_tokenizer) and \
+                expected_tokenizer.get(key) != tokenizer_meta.get(key):
+            raise PrepareError(f"{what} mismatch: the data uses id {tokenizer_meta.get(key)}, the checkpoint "
+                               f"{expected_tokenizer.get(key)}; re-run prepare.py with --tokenizer <checkpoint dir>")
 
 
 # ----------------------------------------------------------------------------- chat template

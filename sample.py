@@ -116,10 +116,15 @@ def generate_text(model, tokenizer, prompt_ids, max_new_tokens, temperature=1.0,
 
 
 def chat_prompt_ids(tokenizer, prompt):
-    """One user turn in prepare.py's chat template, ending with the assistant header,
-    tokenized segment by segment exactly as the SFT data was."""
+    """One user turn ending with the assistant header -> the whole prompt's ids. A model with
+    its own chat template (imported) gets it, rendered and tokenized as transformers'
+    apply_chat_template does (the template places any BOS itself); otherwise prepare.py's
+    template, tokenized segment by segment exactly as the SFT data was, after EOS."""
+    messages = [{"role": "user", "content": prompt}]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     from prepare import encode_chat
-    return encode_chat(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)[0]
+    return [tokenizer.eos_id] + encode_chat(tokenizer, messages, add_generation_prompt=True)[0]
 
 
 def main(argv=None):
@@ -145,9 +150,10 @@ def main(argv=None):
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.device.startswith("cuda") else "float32")
     model.to(getattr(torch, dtype))
     prompt = Path(args.prompt_file).read_text() if args.prompt_file else args.prompt
-    text_ids = chat_prompt_ids(tokenizer, prompt) if args.chat else tokenizer.encode(prompt)
-    # EOS first: in the training stream every document follows the previous one's EOS
-    prompt_ids = [tokenizer.eos_id] + text_ids
+    # this project's models: EOS first (every training document follows the previous one's
+    # EOS); imported ones: as transformers' tokenizer(text) or chat template would
+    prompt_ids = (chat_prompt_ids(tokenizer, prompt) if args.chat else tokenizer.encode_prompt(prompt)) \
+        or [tokenizer.prefix_id]  # an empty prompt for a tokenizer that adds nothing
     print(f"# {model_pt} | {model.num_params() / 1e6:.1f}M params | prompt {len(prompt_ids)} tokens")
 
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -158,7 +164,7 @@ def main(argv=None):
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     n_new = sum(len(ids) for _, ids in results)
-    shown = tokenizer.decode(text_ids) if args.chat else prompt
+    shown = tokenizer.decode(prompt_ids) if args.chat else prompt  # with its special tokens
     for text, _ in results:
         print(shown + text)
         print("-" * 80)
