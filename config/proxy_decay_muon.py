@@ -8,9 +8,7 @@
 # The ablation baseline is config/proxy_decay_adamw.py; `python experiments.py muon` runs both
 # over several seeds from one shared stable checkpoint.
 #     python train.py config/proxy.py && python train.py config/proxy_decay_muon.py
-import os
-
-exec(open(os.path.join(os.path.dirname(__file__), "proxy.py")).read())
+include("proxy.py")  # all of proxy.py's settings (include(): train.load_config)
 
 out_dir = "out/proxy_decay_muon"
 phase_name = "proxy_decay_muon"
