@@ -138,7 +138,7 @@ def test_text_code_and_chat_stand_ins_stream_into_their_folders(standins, tmp_pa
     assert ids.tolist() == sum((e[0] for e in expected), []) and mask.tolist() == sum((e[1] for e in expected), [])
     # the folders are what train.py opens: one mixture over all three
     mix = prepare.Mixture({str(tmp_path / "data" / n): 1.0 for n in result}, "train", 16, seed=0)
-    x, y, m, _ = mix.get_batch(step=0, rank=0, micro_step=0, batch_size=8)
+    x, y, m = mix.get_batch(step=0, rank=0, micro_step=0, batch_size=8)
     assert x.shape == (8, 16) and m is not None
 
 
