@@ -121,6 +121,11 @@ class Config:
     eval_interval: int = 30  # steps between validation passes; 0 = only at the end
     eval_steps: int = 4  # micro-batches per val source AND per rank in a validation pass: each
     #                      source is scored on eval_steps x micro_batch x world_size sequences
+    eval_tasks: dict[str, int] = field(default_factory=dict)  # downstream tasks scored on each
+    #   checkpoint (and the last), beside the loss: {lm-eval task: shots, -1 = its default}, e.g.
+    #   {"mmlu_offline": 0}; `python eval_reasoning.py --list` shows what runs here (RECIPE §6)
+    eval_tasks_limit: int = 50  # items per task (per subtask of a group such as MMLU); 0 = all
+    eval_tasks_include_path: str = ""  # a folder of extra lm-eval task YAMLs (local data)
     ckpt_interval: int = 0  # steps between checkpoints; 0 = only at the end
     keep_last: int = 3  # checkpoints kept in out_dir/ckpt; 0 = all
     peak_tflops: Optional[float] = None  # for MFU; None = datasheet bf16 dense peak of a
@@ -406,6 +411,11 @@ def run_phase(cfg: Config):
                                                run.fsdp, run.data.tokenizer_meta)
                         logger.log({"kind": "checkpoint", "step": step, "path": path},
                                    f"step {step}: checkpoint {path}")
+                        if cfg.eval_tasks and not result.stop_requested:
+                            scores = score_tasks(run, path)
+                            logger.log({"kind": "eval_tasks", "step": step,
+                                        **{f"eval/{k}": v for k, v in scores.items()}},
+                                       f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
                 if result.stop_requested:
                     logger.log({"kind": "event", "step": step, "event": "stopped_by_signal"},
                                f"stopped by signal after step {step}; continue with --init_from=resume")
@@ -765,6 +775,8 @@ def setup(cfg: Config, stop) -> Run:
         raise checkpoint.CheckpointError(
             f"the checkpoint's optimizer state is AdamW+Muon but this phase keeps AdamW only at "
             f"step {step}: set muon_switch_step <= {step}, or load_optimizer=False for a fresh AdamW")
+    if cfg.eval_tasks:
+        check_eval_tasks(cfg)
     os.makedirs(cfg.out_dir, exist_ok=True)
     if d.master:
         write_resolved_config(cfg)
@@ -908,6 +920,31 @@ def evaluate(run):
     return out
 
 
+def check_eval_tasks(cfg):
+    """Before anything is written: every task of eval_tasks is known and its data is here."""
+    import eval_reasoning  # lazy: lm-eval loads only in runs that score tasks
+    if not eval_reasoning.HAVE_LM_EVAL:
+        raise ConfigError(f"eval_tasks needs lm-eval: pip install {eval_reasoning.LM_EVAL_PIN}")
+    try:
+        eval_reasoning.check_tasks(list(cfg.eval_tasks), cfg.eval_tasks_include_path or None)
+    except eval_reasoning.TaskDataError as e:
+        raise ConfigError(f"eval_tasks: {e}") from None
+
+
+def score_tasks(run, path):
+    """Scores (percent) of the checkpoint just written. Rank 0 loads its consolidated model.pt,
+    so one path serves a single process, DDP and FSDP2 alike; the other ranks wait."""
+    cfg, scores = run.cfg, {}
+    if run.d.master:
+        import eval_reasoning
+        scores = eval_reasoning.score_checkpoint(
+            path, tasks={k: (None if v < 0 else v) for k, v in cfg.eval_tasks.items()},
+            limit=cfg.eval_tasks_limit or None, include_path=cfg.eval_tasks_include_path or None)
+    if dist.is_initialized():
+        dist.barrier()
+    return scores
+
+
 def default_peak_tflops(device):
     if device.type != "cuda":
         return None  # no meaningful CPU peak
@@ -1032,6 +1069,10 @@ def write_report(cfg, run, meter, last_step):
             ("final train loss", f"{meter.last_loss:.4f}" if meter.last_loss is not None else "-")]
     for src, v in (val[-1]["val_loss"].items() if val else []):
         rows.append((f"final val loss {src}", f"{v:.4f}"))
+    tasks = [r for r in records if r.get("kind") == "eval_tasks"]
+    for key, v in (tasks[-1].items() if tasks else []):
+        if key.startswith("eval/"):
+            rows.append((f"{key[5:]} (step {tasks[-1]['step']}, {cfg.eval_tasks_limit or 'all'} items/task)", f"{v:.2f}"))
     rows += [("tokens this run", f"{meter.tokens_run:,}"),
              ("throughput", f"{meter.tokens_run / max(seconds, 1e-9):,.0f} tokens/s"),
              ("MFU", f"{meter.mfu:.1%}" if meter.mfu else "-"),
