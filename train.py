@@ -110,6 +110,8 @@ class Config:
     dtype: str = "auto"  # 'auto' = bfloat16 on CUDA, float32 on CPU | 'bfloat16' | 'float32'
     fp8: bool = False  # FP8 block Linears via fp8.py (RECIPE §4); needs an SM89+ GPU
     fp8_backend: str = "auto"  # 'auto' (TransformerEngine if installed, else native) | 'te' | 'native'
+    loss_impl: str = "chunked"  # output layer + loss: 'chunked' (model.py) | 'liger' | 'cce' (optional
+    #                             CUDA packages; measured in docs/PERFORMANCE.md: liger 1.45x at the proxy)
     fp8_emulate: bool = False  # tests only: run the native FP8 path emulated on a CPU
     parallel: str = "ddp"  # under torchrun: 'ddp' | 'fsdp' (FSDP2 fully_shard per block)
     compile: Union[bool, str] = "auto"  # torch.compile: 'auto' = on for CUDA, off on CPU
@@ -328,6 +330,10 @@ def validate(cfg: Config, world_size: int = 1):
          f"dtype must be 'auto', 'bfloat16' or 'float32', got {cfg.dtype!r}")
     need(cfg.compile in (True, False, "auto"), f"compile must be True, False or 'auto', got {cfg.compile!r}")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
+    try:
+        model_lib.check_loss_impl(cfg.loss_impl)
+    except ValueError as e:
+        errors.append(str(e))
     need(cfg.fp8_backend in ("auto", "te", "native"),  # fp8.convert_to_fp8's backends
          f"fp8_backend must be 'auto', 'te' or 'native', got {cfg.fp8_backend!r}")
     need(cfg.wandb_mode in ("online", "offline", "disabled"),
@@ -838,6 +844,7 @@ def build_model(cfg, device):
     torch.manual_seed(cfg.seed)  # same init on every rank (and DDP broadcasts rank 0's anyway)
     with torch.device(device):
         model = model_lib.Xmodel(mcfg)  # µP init happens in the constructor (mup.init_std)
+    model.loss_impl = cfg.loss_impl
     return model
 
 

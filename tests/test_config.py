@@ -186,3 +186,10 @@ def test_proxy_is_one_uncommented_line_from_the_stable_mix_and_nothing_else_of_s
     path = write(tmp_path, text.replace(line, f"include({s1_path!r}, 'data')"), "proxy.py")
     proxy, s1 = load_config(path, world_size=1), load_config(s1_path, world_size=8)
     assert proxy.data == s1.data and s1.fp8 and not proxy.fp8  # the mix, nothing else of S1
+
+
+def test_loss_impl_is_checked_before_any_work():
+    with pytest.raises(ConfigError, match="loss_impl='fused' is not one of"):
+        load_config(None, ["--loss_impl='fused'"])
+    import model
+    assert model.check_loss_impl("chunked") is None  # the default needs no package
