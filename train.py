@@ -575,12 +575,12 @@ class Optimizers:
         self.optimizers, self.muon_active = new, True
 
     def set_lr(self, lr_schedule, step):
-        """Every group's LR at `step` -> the schedule's base LR (for the log)."""
-        lr = lr_schedule.lr_at(step)
+        """Every group's LR at `step` -> the schedule's base LR (for the log). µP scales each
+        group's peak by its lr_mult; warmup start and floor are absolute (RECIPE §3)."""
         for opt in self.optimizers:
             for g in opt.param_groups:
-                g["lr"] = lr * g["lr_mult"]  # µP: the base curve scaled per group (RECIPE §1)
-        return lr
+                g["lr"] = lr_schedule.group_lr_at(step, g["lr_mult"])
+        return lr_schedule.lr_at(step)
 
     def clip_grad_norm(self, max_norm):
         """Gradient norm over all parameters (DTensor-aware under FSDP2); clipped at max_norm > 0."""

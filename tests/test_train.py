@@ -319,14 +319,26 @@ def test_optimizers_switch_to_muon_keeps_the_adamw_state_only_when_asked():
         assert not opt.optimizers[1].state  # fresh momentum for the matrices
 
 
-def test_optimizers_set_lr_scales_the_schedule_by_each_group_lr_mult():
+def test_optimizers_set_lr_scales_only_the_peak_by_each_group_lr_mult():
+    # RECIPE §3 (Megatron's get_lr): one absolute warmup start and floor for every group; the
+    # µP lr_mult (0.5 for the tiny model's hidden groups) scales the peak only.
     import schedule
     opt = _tiny_optimizers(muon_active=True)
-    wsd = schedule.WSD(start_step=0, max_steps=10, learning_rate=1e-2, warmup_steps=4)
-    assert opt.set_lr(wsd, 2) == wsd.lr_at(2)
-    for o in opt.optimizers:
-        for g in o.param_groups:
-            assert g["lr"] == wsd.lr_at(2) * g["lr_mult"]
+    wsd = schedule.WSD(start_step=0, max_steps=40, learning_rate=1e-2, warmup_steps=4,
+                       warmup_init_lr=1e-4, decay_start_step=10, decay_steps=20, min_lr=1e-3)
+    groups = [g for o in opt.optimizers for g in o.param_groups]
+    assert {g["lr_mult"] for g in groups} != {1.0}  # some group is scaled, or this tests nothing
+    for step in (0, 2, 4, 20, 30, 39):
+        assert opt.set_lr(wsd, step) == wsd.lr_at(step)
+        for g in groups:
+            assert g["lr"] == pytest.approx(wsd.lr_at(step, peak=1e-2 * g["lr_mult"],
+                                                      warmup_init=1e-4, floor=1e-3)), (step, g["role"])
+    opt.set_lr(wsd, 0)
+    assert all(g["lr"] == 1e-4 for g in groups)  # warmup start, not 1e-4 x lr_mult
+    opt.set_lr(wsd, 35)
+    assert all(g["lr"] == 1e-3 for g in groups)  # floor, not 1e-3 x lr_mult
+    opt.set_lr(wsd, 6)
+    assert sorted({g["lr"] for g in groups}) == sorted({1e-2 * g["lr_mult"] for g in groups})
 
 
 def test_config_json_is_written_only_after_the_data_and_the_checkpoint_pass(dataset, tmp_path):
