@@ -379,3 +379,74 @@ def test_logger_and_stop_signal_give_everything_back_when_the_run_fails(tmp_path
             logger.log({"kind": "event", "step": 0})
             raise OSError("disk full")
     assert finished == [True] and signal.getsignal(signal.SIGTERM) is before
+
+
+# ---------------------------------------------------------------------------------------
+# train_step's loss scaling, on a fixed global batch (no data files): gradients are captured
+# where the optimizer would step.
+
+class FixedBatch:
+    """Mixture.get_batch's signature over one fixed global batch: global micro-batch `index`
+    is rows index*micro_batch ... of it, so any split of the batch sees the same sequences."""
+
+    def __init__(self, rows=8, seq=16, vocab=512, mask=None):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, vocab, (rows, seq), generator=g)
+        self.y = torch.randint(0, vocab, (rows, seq), generator=g)
+        self.mask = mask
+
+    def get_batch(self, step, micro_step, index, micro_batch):
+        rows = slice(index * micro_batch, (index + 1) * micro_batch)
+        return self.x[rows], self.y[rows], None if self.mask is None else self.mask[rows]
+
+
+def step_gradients(micro_batch, data, **cfg):
+    """(loss, {name: grad}) of one train.train_step over `data` with this micro_batch."""
+    import types
+    import schedule
+    torch.manual_seed(0)
+    model = train.model_lib.Xmodel(model_config("tiny"))
+    cfg = train.Config(**{"global_batch": data.x.shape[0], "micro_batch": micro_batch,
+                          "grad_clip": 0.0, **cfg})
+    opt = train.Optimizers(model, cfg, torch.device("cpu"), muon_active=False)
+    grads = {}
+    opt.step = lambda: grads.update({n: p.grad.clone() for n, p in model.named_parameters()})
+    run = types.SimpleNamespace(
+        cfg=cfg, d=train.Dist(), opt=opt, model=model, raw_model=model, data=data, fsdp=False,
+        dtype=torch.float32, fp8_report=None, monitor=train.Monitor(cfg),
+        stop=types.SimpleNamespace(requested=False), logger=types.SimpleNamespace(log=lambda *a: None),
+        lr_schedule=schedule.WSD(start_step=0, max_steps=10, learning_rate=1e-3))
+    result = train.train_step(run, 0)
+    assert grads, "the optimizer did not step"
+    return result.loss, grads
+
+
+def test_accumulated_gradients_equal_the_full_batch_gradients():
+    # 4 micro-batches of 2 against 1 of 8: the loss and every gradient are the same (the / accum
+    # in train_step; without it the accumulated gradients are 4x too large).
+    data = FixedBatch()
+    full_loss, full = step_gradients(8, data)
+    acc_loss, acc = step_gradients(2, data)
+    assert acc_loss == pytest.approx(full_loss, rel=1e-6)
+    for n in full:
+        torch.testing.assert_close(acc[n], full[n], rtol=1e-5, atol=1e-7, msg=n)
+
+
+def test_resume_restores_the_rng_that_the_loop_draws_from(dataset, tmp_path, monkeypatch):
+    # Nothing in the recipe's loop draws random numbers today (no dropout); a component that
+    # does (here a random factor on every training loss) must continue its stream across a
+    # resume: setup() re-seeds for the model init, checkpoint.restore_rng puts the stream back.
+    forward = train.model_lib.Xmodel.forward
+
+    def noisy_forward(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        return out * (1 + 0.1 * torch.rand(())) if self.training and out.dim() == 0 else out
+    monkeypatch.setattr(train.model_lib.Xmodel, "forward", noisy_forward)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run_inprocess(tiny_args(dataset, full, max_steps=8, ckpt_interval=4))
+    run_inprocess(tiny_args(dataset, cut, max_steps=8, ckpt_interval=4))
+    shutil.rmtree(cut / "ckpt" / "step_00000008")  # as if stopped after the step-4 checkpoint
+    (cut / "ckpt" / "latest").write_text("step_00000004\n")
+    run_inprocess(tiny_args(dataset, cut, max_steps=8, ckpt_interval=4, init_from="resume"))
+    a, b = losses(full), losses(cut)
+    assert a == b  # bitwise, steps 5..8 included
