@@ -82,6 +82,10 @@ class Config:
     batch_ramp: tuple[tuple[int, int], ...] = ()  # ((global step, global_batch), ...) changes
     micro_batch: int = 8  # sequences per forward/backward on one rank; gradient accumulation
     #                       = global_batch // (micro_batch * world_size)
+    loss_reduction: str = "micro_batch"  # 'micro_batch': the step's loss is the mean of the
+    #   micro-batches' token means (Megatron's default; the launch scripts do not set
+    #   --calculate-per-token-loss) | 'token': one token mean over the whole global batch, so
+    #   tokens of sparsely masked (SFT) micro-batches do not weigh more
     # ---- schedule (schedule.WSD; every step is a GLOBAL step so phases chain) -----------
     # Positions: start_step, decay_start_step, max_steps. Lengths: warmup_steps, decay_steps.
     start_step: int = 0  # global step this phase starts at (the previous phase's max_steps)
@@ -319,6 +323,8 @@ def validate(cfg: Config, world_size: int = 1):
     need(not cfg.load_optimizer or cfg.init_from != "scratch",
          "load_optimizer=True needs init_from to name a checkpoint (or 'resume')")
     need(cfg.parallel in ("ddp", "fsdp"), f"parallel must be 'ddp' or 'fsdp', got {cfg.parallel!r}")
+    need(cfg.loss_reduction in ("micro_batch", "token"),
+         f"loss_reduction must be 'micro_batch' or 'token', got {cfg.loss_reduction!r}")
     need(cfg.dtype in ("auto", "bfloat16", "float32"),
          f"dtype must be 'auto', 'bfloat16' or 'float32', got {cfg.dtype!r}")
     need(cfg.compile in (True, False, "auto"), f"compile must be True, False or 'auto', got {cfg.compile!r}")
@@ -418,7 +424,7 @@ def run_phase(cfg: Config):
 
 
 class StepResult(NamedTuple):
-    loss: float  # mean over micro-batches and ranks
+    loss: float  # over micro-batches and ranks, as loss_reduction weighs them
     lr: float  # the schedule's base LR (groups run at lr x lr_mult)
     grad_norm: float  # before clipping
     global_batch: int
@@ -439,17 +445,18 @@ def train_step(run, step) -> StepResult:
     global_batch = schedule.batch_at(step, cfg.global_batch, cfg.batch_ramp)
     accum = global_batch // (cfg.micro_batch * d.world_size)
     loss_sum = torch.zeros((), device=d.device)
-    for i, x, y, mask in micro_batches(run.data, step, d, accum, cfg.micro_batch, d.device):
+    batches = list(micro_batches(run.data, step, d, accum, cfg.micro_batch, d.device))
+    for (i, x, y, mask), weight in zip(batches, loss_weights(cfg, d, batches)):
         with grad_sync(run, last=i == accum - 1):
             with autocast(run):
-                loss = run.model(x, y, loss_mask=mask)
-            (loss / accum).backward()
+                loss = run.model(x, y, loss_mask=mask) * weight
+            loss.backward()
         loss_sum += loss.detach().float()
     grad_norm = opt.clip_grad_norm(cfg.grad_clip)
     # One small all-reduce (mean loss over ranks + "stop requested anywhere") and one host
     # sync per step: deciding to skip a non-finite update needs the value on the host.
     stop_vote = torch.tensor(float(run.stop.requested), device=d.device)
-    stats = all_reduce(torch.stack([loss_sum / accum, stop_vote]))
+    stats = all_reduce(torch.stack([loss_sum, stop_vote]))
     loss, stop_votes, gnorm = torch.cat([stats, grad_norm.float().reshape(1)]).tolist()
     loss /= d.world_size
     before = opt.snapshot() if opt.near_switch(step) else None
@@ -483,6 +490,19 @@ def train_step(run, step) -> StepResult:
 
 # ---------------------------------------------------------------------------------------
 # Data: a batch is a pure function of (seed, step, global micro-batch index).
+
+def loss_weights(cfg, d, batches):
+    """The factor on each micro-batch's token-mean loss. Gradients are averaged over ranks
+    (DDP, FSDP2), so the weights of one rank sum to 1 on average. 'micro_batch': 1 / accum,
+    every micro-batch alike (Megatron's default). 'token': its valid-token count x world_size /
+    the global batch's (one small all-reduce), which makes the step's loss the token mean."""
+    if cfg.loss_reduction == "micro_batch":
+        return [1 / len(batches)] * len(batches)
+    # The model's rule for a counted position: target >= 0 and loss mask 1.
+    counts = torch.stack([((y >= 0) & (True if m is None else m.bool())).sum() for _, _, y, m in batches])
+    total = all_reduce(counts.sum().float()).clamp(min=1)
+    return list(counts.float() * d.world_size / total)
+
 
 def micro_batches(mixture, step, d, accum, micro_batch, device):
     """Yield this rank's `accum` micro-batches of global step `step`.

@@ -19,6 +19,7 @@ import checkpoint  # noqa: E402
 import train  # noqa: E402
 from model import model_config  # noqa: E402
 from muon import Muon  # noqa: E402
+from step_harness import FixedBatch, sft_like_mask, step_gradients  # noqa: E402
 from tiny_run import VOCAB, plays, run_inprocess, tiny_args  # noqa: E402
 
 
@@ -381,46 +382,6 @@ def test_logger_and_stop_signal_give_everything_back_when_the_run_fails(tmp_path
     assert finished == [True] and signal.getsignal(signal.SIGTERM) is before
 
 
-# ---------------------------------------------------------------------------------------
-# train_step's loss scaling, on a fixed global batch (no data files): gradients are captured
-# where the optimizer would step.
-
-class FixedBatch:
-    """Mixture.get_batch's signature over one fixed global batch: global micro-batch `index`
-    is rows index*micro_batch ... of it, so any split of the batch sees the same sequences."""
-
-    def __init__(self, rows=8, seq=16, vocab=512, mask=None):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randint(0, vocab, (rows, seq), generator=g)
-        self.y = torch.randint(0, vocab, (rows, seq), generator=g)
-        self.mask = mask
-
-    def get_batch(self, step, micro_step, index, micro_batch):
-        rows = slice(index * micro_batch, (index + 1) * micro_batch)
-        return self.x[rows], self.y[rows], None if self.mask is None else self.mask[rows]
-
-
-def step_gradients(micro_batch, data, **cfg):
-    """(loss, {name: grad}) of one train.train_step over `data` with this micro_batch."""
-    import types
-    import schedule
-    torch.manual_seed(0)
-    model = train.model_lib.Xmodel(model_config("tiny"))
-    cfg = train.Config(**{"global_batch": data.x.shape[0], "micro_batch": micro_batch,
-                          "grad_clip": 0.0, **cfg})
-    opt = train.Optimizers(model, cfg, torch.device("cpu"), muon_active=False)
-    grads = {}
-    opt.step = lambda: grads.update({n: p.grad.clone() for n, p in model.named_parameters()})
-    run = types.SimpleNamespace(
-        cfg=cfg, d=train.Dist(), opt=opt, model=model, raw_model=model, data=data, fsdp=False,
-        dtype=torch.float32, fp8_report=None, monitor=train.Monitor(cfg),
-        stop=types.SimpleNamespace(requested=False), logger=types.SimpleNamespace(log=lambda *a: None),
-        lr_schedule=schedule.WSD(start_step=0, max_steps=10, learning_rate=1e-3))
-    result = train.train_step(run, 0)
-    assert grads, "the optimizer did not step"
-    return result.loss, grads
-
-
 def test_accumulated_gradients_equal_the_full_batch_gradients():
     # 4 micro-batches of 2 against 1 of 8: the loss and every gradient are the same (the / accum
     # in train_step; without it the accumulated gradients are 4x too large).
@@ -450,3 +411,39 @@ def test_resume_restores_the_rng_that_the_loop_draws_from(dataset, tmp_path, mon
     run_inprocess(tiny_args(dataset, cut, max_steps=8, ckpt_interval=4, init_from="resume"))
     a, b = losses(full), losses(cut)
     assert a == b  # bitwise, steps 5..8 included
+
+
+def test_token_loss_reduction_is_the_full_batch_token_mean_across_accumulation():
+    # An SFT-like mask: micro-batch 0 keeps 2 tokens, the others most of theirs. 'token' weighs
+    # every kept token alike, as one forward over the whole batch does; 'micro_batch' (the
+    # default, Megatron's) weighs each micro-batch's mean alike, so it differs here.
+    data = FixedBatch(mask=sft_like_mask())
+    full_loss, full = step_gradients(8, data)  # one micro-batch: the token mean in both modes
+    tok_loss, tok = step_gradients(2, data, loss_reduction="token")
+    mb_loss, mb = step_gradients(2, data)
+    assert tok_loss == pytest.approx(full_loss, rel=1e-6)
+    for n in full:
+        torch.testing.assert_close(tok[n], full[n], rtol=1e-5, atol=1e-7, msg=n)
+    assert abs(mb_loss - full_loss) > 1e-3  # the test's mask does make the two modes differ
+    # Targets < 0 are not counted either (the model's rule).
+    data.y[3, :10] = -100
+    full_loss, full = step_gradients(8, data)
+    tok_loss, tok = step_gradients(2, data, loss_reduction="token")
+    assert tok_loss == pytest.approx(full_loss, rel=1e-6)
+    torch.testing.assert_close(tok["embed.weight"], full["embed.weight"], rtol=1e-5, atol=1e-7)
+
+
+def test_token_loss_reduction_is_the_full_batch_token_mean_across_ranks(tmp_path):
+    # 2 gloo ranks x 2 micro-batches of 2 (DDP averages the gradients over ranks) against one
+    # process with one micro-batch of 8.
+    full_loss, full = step_gradients(8, FixedBatch(mask=sft_like_mask()))
+    out = tmp_path / "token.pt"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        "--standalone", os.path.join(ROOT, "tests", "step_harness.py"), str(out),
+                        "2", "token"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    loss, grads = torch.load(out)
+    assert loss == pytest.approx(full_loss, rel=1e-6)
+    for n in full:
+        torch.testing.assert_close(grads[n], full[n], rtol=1e-5, atol=1e-7, msg=n)
