@@ -531,10 +531,11 @@ def grad_sync(run, last):
 
 
 def autocast(run):
-    """bf16 autocast (under FSDP2 its MixedPrecisionPolicy casts instead) + TE's FP8 autocast."""
+    """bf16 autocast (single process, DDP and FSDP2 alike: apply_fsdp keeps fp32 params) + TE's
+    FP8 autocast."""
     stack = contextlib.ExitStack()
     stack.enter_context(torch.autocast(run.d.device.type, dtype=run.dtype,
-                                       enabled=run.dtype != torch.float32 and not run.fsdp))
+                                       enabled=run.dtype != torch.float32))
     stack.enter_context(fp8.fp8_autocast_context(run.fp8_report))
     return stack
 
@@ -875,12 +876,13 @@ def apply_activation_checkpointing(model, every=1):
             block.forward = functools.partial(checkpointed, block.forward)
 
 
-def apply_fsdp(model, device):
+def apply_fsdp(model):
     """FSDP2: each block its own all-gather unit, then the root (embedding, final norm).
-    On GPU: bf16 compute copies of the fp32 master params, fp32 gradient reduction."""
+    Same numerics as one process and DDP: fp32 parameters (so an fp32 embedding output and
+    residual stream), bf16 matmuls from autocast, fp32 gradient reduction. A bf16 param_dtype
+    would halve the all-gathers but put the residual stream in bf16 in this mode only."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-        if device.type == "cuda" else MixedPrecisionPolicy()
+    mp = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
     for block in model.blocks:
         fully_shard(block, mp_policy=mp)
     fully_shard(model, mp_policy=mp)
@@ -898,7 +900,7 @@ def wrap_model(raw_model, cfg, d, fsdp, use_compile):
         # model in 74 s instead of over 420 s (docs/PERFORMANCE.md); same graphs for DDP/FSDP2.
         raw_model.compile_by_block()
     if fsdp:
-        return apply_fsdp(raw_model, d.device)
+        return apply_fsdp(raw_model)
     if d.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
         return DDP(raw_model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)

@@ -275,6 +275,19 @@ def test_fsdp2_trains_checkpoints_with_dcp_and_reloads_on_another_world_size(dat
     assert checkpoint.load_model(str(fsdp)).checkpoint_info["step"] == 8
 
 
+def test_fsdp2_under_bf16_autocast_has_the_numerics_of_one_process(dataset, tmp_path):
+    """bf16 autocast with fp32 parameters in both modes: FSDP2 keeps the fp32 residual stream
+    of one process / DDP. Measured at step 1: FSDP2 without autocast (fp32 matmuls) is 2.3e-5
+    relative off; with autocast, 8e-8."""
+    single, fsdp = tmp_path / "single", tmp_path / "fsdp"
+    run_inprocess(tiny_args(dataset, single, max_steps=4, dtype="bfloat16"))
+    torchrun(2, tiny_args(dataset, fsdp, max_steps=4, dtype="bfloat16", parallel="fsdp"))
+    a, c = losses(single), losses(fsdp)
+    assert a.keys() == c.keys() == {1, 2, 3, 4}
+    for s in a:
+        assert c[s] == pytest.approx(a[s], rel=2e-6), (s, a[s], c[s])
+
+
 def _tiny_optimizers(muon_active, **cfg):
     """train.Optimizers over the tiny model, with a random gradient on every parameter."""
     torch.manual_seed(0)
