@@ -451,6 +451,10 @@ def train_step(run, step) -> StepResult:
             with autocast(run):
                 loss = run.model(x, y, loss_mask=mask) * weight
             loss.backward()
+        if run.fp8_report is not None and d.world_size > 1:
+            # Native FP8: ranks share one delayed-scaling state from each micro-batch on, as TE
+            # reduces the amaxes at every (outermost) FP8 autocast exit; one small all-reduce.
+            fp8.sync_amax_history(run.raw_model)
         loss_sum += loss.detach().float()
     grad_norm = opt.clip_grad_norm(cfg.grad_clip)
     # One small all-reduce (mean loss over ranks + "stop requested anywhere") and one host
@@ -472,8 +476,6 @@ def train_step(run, step) -> StepResult:
                                  f"(perhaps with a lower learning_rate), or set nonfinite_reloads to "
                                  f"do that automatically")
     opt.zero_grad()
-    if run.fp8_report is not None and d.world_size > 1:
-        fp8.sync_amax_history(run.raw_model)  # ranks share one delayed-scaling state (TE does too)
     if before is not None:
         rms = opt.update_rms(before)
         log({"kind": "update_rms", "step": step, **{f"update_rms_{n}": r for n, r in rms.items()}},
