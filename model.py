@@ -222,7 +222,8 @@ def chunked_cross_entropy(h, weight, targets, loss_mask=None, output_mult=1.0, c
                           ce_chunks=_ce_chunks):
     """Mean CE of logits = output_mult · h @ weightᵀ over positions with loss_mask 1 and
     target >= 0 (every negative target is ignored: -1, this trainer's marker, and -100,
-    F.cross_entropy's default ignore_index); never materialises the full [N, V] logits. h: [..., d]; targets: [...].
+    F.cross_entropy's default ignore_index); never materialises the full [N, V] logits.
+    h: [..., d]; targets: [...].
     ce_chunks: _ce_chunks itself, or a torch.compile'd copy (Xmodel.compile_by_block)."""
     h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
     valid = targets >= 0  # any negative target is "no target", never class 0 after the clamp

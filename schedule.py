@@ -263,7 +263,8 @@ def main(argv):
             print(f"{name:<20}{f'{a}-{b}':>22}{b - a:>9}{_fmt_tokens(t0) + '-' + _fmt_tokens(t1):>20}"
                   f"{lr0:>11.4g}{lr1:>11.4g}{batch:>7}")
         mults = _cli_lr_mults(cfg)
-        print("per-group LR at the boundaries: " + ", ".join(f"{n} x{m:.4g}" for n, m in mults.items()))
+        print("per-group LR at the boundaries: "
+              + ", ".join(f"{n} x{m:.4g}" for n, m in mults.items()))
         for s, lrs in group_lr_rows(cfg, mults):
             print(f"  step {s:>9}" + "".join(f"  {n} {lr:.4g}" for n, lr in lrs.items()))
         # Curve: about 2000 points per phase plus every boundary, so kinks are exact.
