@@ -46,7 +46,8 @@ Activation checkpointing recomputes the forward, which records the input/weight 
 time and may quantize with a scale one step newer; gradients stay consistent with the
 recomputed forward, only bit-exact resume across that boundary is lost.
 Data parallel: each rank records its own input/grad amaxes; call `sync_amax_history(model)`
-after each optimizer step (one all-reduce MAX, as TE's amax reduction) so ranks scale alike.
+after each micro-batch's backward (one all-reduce MAX, as TE's amax reduction at every FP8
+autocast exit) so ranks quantize every micro-batch with the same scales.
 """
 import contextlib
 import importlib

@@ -221,10 +221,12 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
 def chunked_cross_entropy(h, weight, targets, loss_mask=None, output_mult=1.0, chunk_rows=None,
                           ce_chunks=_ce_chunks):
     """Mean CE of logits = output_mult · h @ weightᵀ over positions with loss_mask 1 and
-    target != -1; never materialises the full [N, V] logits. h: [..., d]; targets: [...].
+    target >= 0 (every negative target is ignored: -1, this trainer's marker, and -100,
+    F.cross_entropy's default ignore_index); never materialises the full [N, V] logits.
+    h: [..., d]; targets: [...].
     ce_chunks: _ce_chunks itself, or a torch.compile'd copy (Xmodel.compile_by_block)."""
     h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
-    valid = targets != -1
+    valid = targets >= 0  # any negative target is "no target", never class 0 after the clamp
     if loss_mask is not None:
         valid = valid & loss_mask.reshape(-1).bool()
     # Normalising the row weights up front makes the result (and its gradient) a mean.
@@ -248,7 +250,7 @@ LOSS_IMPLS = {
     "liger": ("liger_kernel.transformers.functional", "liger-kernel==0.8.5"),
     "cce": ("cut_cross_entropy", "cut-cross-entropy==25.1.1"),  # Apple's Cut Cross-Entropy
 }
-EXTERNAL_IGNORE_INDEX = -100  # what both packages skip (this file's own marker is -1)
+EXTERNAL_IGNORE_INDEX = -100  # what both packages skip (every negative target is mapped to it)
 
 
 def check_loss_impl(impl):
@@ -283,7 +285,7 @@ def external_cross_entropy(impl, h, weight, targets, loss_mask=None, output_mult
     package's function that replace the choices below (loss_bench.py times its defaults too)."""
     check_loss_impl(impl)
     h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
-    ignored = targets == -1
+    ignored = targets < 0  # as the chunked loss: every negative target, not only -1
     if loss_mask is not None:
         ignored = ignored | ~loss_mask.reshape(-1).bool()
     targets = targets.masked_fill(ignored, EXTERNAL_IGNORE_INDEX)

@@ -90,7 +90,7 @@ def param_role(name, param) -> str:
 
 
 def param_groups(model, weight_decay) -> list:
-    """AdamW/Muon parameter groups; train.py sets group['lr'] = schedule_lr * group['lr_mult'].
+    """AdamW/Muon parameter groups; train.py scales each group's peak LR by its 'lr_mult'.
 
     RECIPE §1: the tied embedding alone gets the base ("decoupled") LR (untied: with lm_head,
     see param_role); hidden matrices AND

@@ -11,8 +11,9 @@ own 500-step warmup from 1e-6).
 
 `WSD` is that schedule as one frozen object, built from the config (`WSD.from_config`):
 `problems()` lists every inconsistency (train.validate reports them before any work),
-`lr_at(step)` is the LR, `segment(step)` names the part of the phase a step is in. The LR is
-the schedule's base LR; train.py multiplies it by each µP group's lr_mult (RECIPE §1). The
+`lr_at(step)` is the LR, `segment(step)` names the part of the phase a step is in. A µP
+group's LR is `group_lr_at(step, lr_mult)`: lr_mult scales the peak only; the warmup start and
+the floor are absolute, one value for every group (RECIPE §3), as Megatron's get_lr does. The
 global batch is piecewise constant in the step (`batch_at`, `batch_ramp`).
 
 CLI: `python schedule.py config/a.py [config/b.py ...] [--out schedule.png]` prints the phase
@@ -133,6 +134,14 @@ class WSD:
         p = (step - self.decay_start_step) / self.decay_steps
         return peak * _decay_factor(p, floor / peak, self.decay_shape)
 
+    def group_lr_at(self, step, lr_mult) -> float:
+        """A µP group's LR (RECIPE §1, §3): the peak is learning_rate x lr_mult, but the warmup
+        start and the floor are the phase's absolute warmup_init_lr and min_lr, shared by every
+        group (Megatron's get_lr: one init_lr, every group floored at min_lr). Scaling them too
+        would warm the hidden groups up from 1e-6/6 and floor them at 1e-5/6."""
+        return self.lr_at(step, peak=self.learning_rate * lr_mult,
+                          warmup_init=self.warmup_init_lr, floor=self.min_lr)
+
     def segment(self, step) -> str:
         """'warmup' | 'stable' | 'decay' | 'min_lr': the part of the phase `step` is in."""
         if step < self.warmup_end:
@@ -201,6 +210,23 @@ def phase_rows(cfg, tokens_before=0):
     return rows
 
 
+def group_lr_rows(cfg, lr_mults):
+    """[(step, {group: LR})] at the first and last step of every phase_rows segment, for
+    lr_mults = {group name: lr_mult} (µP groups: only the peak is scaled, RECIPE §3)."""
+    wsd = WSD.from_config(cfg)
+    steps = sorted({s for row in phase_rows(cfg) for s in (row[1], row[2] - 1)})
+    return [(s, {name: wsd.group_lr_at(s, m) for name, m in lr_mults.items()}) for s in steps]
+
+
+def _cli_lr_mults(cfg):
+    """{group: lr_mult} of the config's model (mup.param_groups' rule), for the CLI table."""
+    import mup
+    from model import model_config
+    mcfg = model_config(cfg.model_preset, mup=cfg.mup, max_seq_len=cfg.max_seq_len,
+                        **cfg.model_overrides)
+    return {"embedding": 1.0, "hidden+norms": 1.0 / mup.width_mult(mcfg) if mcfg.mup else 1.0}
+
+
 def _fmt_tokens(n):
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= scale:
@@ -236,6 +262,11 @@ def main(argv):
         for name, a, b, t0, t1, lr0, lr1, batch in rows:
             print(f"{name:<20}{f'{a}-{b}':>22}{b - a:>9}{_fmt_tokens(t0) + '-' + _fmt_tokens(t1):>20}"
                   f"{lr0:>11.4g}{lr1:>11.4g}{batch:>7}")
+        mults = _cli_lr_mults(cfg)
+        print("per-group LR at the boundaries: "
+              + ", ".join(f"{n} x{m:.4g}" for n, m in mults.items()))
+        for s, lrs in group_lr_rows(cfg, mults):
+            print(f"  step {s:>9}" + "".join(f"  {n} {lr:.4g}" for n, lr in lrs.items()))
         # Curve: about 2000 points per phase plus every boundary, so kinks are exact.
         wsd, start, end = WSD.from_config(cfg), cfg.start_step, cfg.max_steps
         pts = sorted({*range(start, end, max(1, (end - start) // 2000)), end - 1,

@@ -82,6 +82,10 @@ class Config:
     batch_ramp: tuple[tuple[int, int], ...] = ()  # ((global step, global_batch), ...) changes
     micro_batch: int = 8  # sequences per forward/backward on one rank; gradient accumulation
     #                       = global_batch // (micro_batch * world_size)
+    loss_reduction: str = "micro_batch"  # 'micro_batch': the step's loss is the mean of the
+    #   micro-batches' token means (Megatron's default; the launch scripts do not set
+    #   --calculate-per-token-loss) | 'token': one token mean over the whole global batch, so
+    #   tokens of sparsely masked (SFT) micro-batches do not weigh more
     # ---- schedule (schedule.WSD; every step is a GLOBAL step so phases chain) -----------
     # Positions: start_step, decay_start_step, max_steps. Lengths: warmup_steps, decay_steps.
     start_step: int = 0  # global step this phase starts at (the previous phase's max_steps)
@@ -326,6 +330,8 @@ def validate(cfg: Config, world_size: int = 1):
     need(not cfg.load_optimizer or cfg.init_from != "scratch",
          "load_optimizer=True needs init_from to name a checkpoint (or 'resume')")
     need(cfg.parallel in ("ddp", "fsdp"), f"parallel must be 'ddp' or 'fsdp', got {cfg.parallel!r}")
+    need(cfg.loss_reduction in ("micro_batch", "token"),
+         f"loss_reduction must be 'micro_batch' or 'token', got {cfg.loss_reduction!r}")
     need(cfg.dtype in ("auto", "bfloat16", "float32"),
          f"dtype must be 'auto', 'bfloat16' or 'float32', got {cfg.dtype!r}")
     need(cfg.compile in (True, False, "auto"), f"compile must be True, False or 'auto', got {cfg.compile!r}")
@@ -434,7 +440,7 @@ def run_phase(cfg: Config):
 
 
 class StepResult(NamedTuple):
-    loss: float  # mean over micro-batches and ranks
+    loss: float  # over micro-batches and ranks, as loss_reduction weighs them
     lr: float  # the schedule's base LR (groups run at lr x lr_mult)
     grad_norm: float  # before clipping
     global_batch: int
@@ -455,17 +461,22 @@ def train_step(run, step) -> StepResult:
     global_batch = schedule.batch_at(step, cfg.global_batch, cfg.batch_ramp)
     accum = global_batch // (cfg.micro_batch * d.world_size)
     loss_sum = torch.zeros((), device=d.device)
-    for i, x, y, mask in micro_batches(run.data, step, d, accum, cfg.micro_batch, d.device):
+    batches = list(micro_batches(run.data, step, d, accum, cfg.micro_batch, d.device))
+    for (i, x, y, mask), weight in zip(batches, loss_weights(cfg, d, batches)):
         with grad_sync(run, last=i == accum - 1):
             with autocast(run):
-                loss = run.model(x, y, loss_mask=mask)
-            (loss / accum).backward()
+                loss = run.model(x, y, loss_mask=mask) * weight
+            loss.backward()
+        if run.fp8_report is not None and d.world_size > 1:
+            # Native FP8: ranks share one delayed-scaling state from each micro-batch on, as TE
+            # reduces the amaxes at every (outermost) FP8 autocast exit; one small all-reduce.
+            fp8.sync_amax_history(run.raw_model)
         loss_sum += loss.detach().float()
     grad_norm = opt.clip_grad_norm(cfg.grad_clip)
     # One small all-reduce (mean loss over ranks + "stop requested anywhere") and one host
     # sync per step: deciding to skip a non-finite update needs the value on the host.
     stop_vote = torch.tensor(float(run.stop.requested), device=d.device)
-    stats = all_reduce(torch.stack([loss_sum / accum, stop_vote]))
+    stats = all_reduce(torch.stack([loss_sum, stop_vote]))
     loss, stop_votes, gnorm = torch.cat([stats, grad_norm.float().reshape(1)]).tolist()
     loss /= d.world_size
     before = opt.snapshot() if opt.near_switch(step) else None
@@ -481,8 +492,6 @@ def train_step(run, step) -> StepResult:
                                  f"(perhaps with a lower learning_rate), or set nonfinite_reloads to "
                                  f"do that automatically")
     opt.zero_grad()
-    if run.fp8_report is not None and d.world_size > 1:
-        fp8.sync_amax_history(run.raw_model)  # ranks share one delayed-scaling state (TE does too)
     if before is not None:
         rms = opt.update_rms(before)
         log({"kind": "update_rms", "step": step, **{f"update_rms_{n}": r for n, r in rms.items()}},
@@ -499,6 +508,19 @@ def train_step(run, step) -> StepResult:
 
 # ---------------------------------------------------------------------------------------
 # Data: a batch is a pure function of (seed, step, global micro-batch index).
+
+def loss_weights(cfg, d, batches):
+    """The factor on each micro-batch's token-mean loss. Gradients are averaged over ranks
+    (DDP, FSDP2), so the weights of one rank sum to 1 on average. 'micro_batch': 1 / accum,
+    every micro-batch alike (Megatron's default). 'token': its valid-token count x world_size /
+    the global batch's (one small all-reduce), which makes the step's loss the token mean."""
+    if cfg.loss_reduction == "micro_batch":
+        return [1 / len(batches)] * len(batches)
+    # The model's rule for a counted position: target >= 0 and loss mask 1.
+    counts = torch.stack([((y >= 0) & (True if m is None else m.bool())).sum() for _, _, y, m in batches])
+    total = all_reduce(counts.sum().float()).clamp(min=1)
+    return list(counts.float() * d.world_size / total)
+
 
 def micro_batches(mixture, step, d, accum, micro_batch, device):
     """Yield this rank's `accum` micro-batches of global step `step`.
@@ -527,10 +549,11 @@ def grad_sync(run, last):
 
 
 def autocast(run):
-    """bf16 autocast (under FSDP2 its MixedPrecisionPolicy casts instead) + TE's FP8 autocast."""
+    """bf16 autocast (single process, DDP and FSDP2 alike: apply_fsdp keeps fp32 params) + TE's
+    FP8 autocast."""
     stack = contextlib.ExitStack()
     stack.enter_context(torch.autocast(run.d.device.type, dtype=run.dtype,
-                                       enabled=run.dtype != torch.float32 and not run.fsdp))
+                                       enabled=run.dtype != torch.float32))
     stack.enter_context(fp8.fp8_autocast_context(run.fp8_report))
     return stack
 
@@ -591,12 +614,12 @@ class Optimizers:
         self.optimizers, self.muon_active = new, True
 
     def set_lr(self, lr_schedule, step):
-        """Every group's LR at `step` -> the schedule's base LR (for the log)."""
-        lr = lr_schedule.lr_at(step)
+        """Every group's LR at `step` -> the schedule's base LR (for the log). µP scales each
+        group's peak by its lr_mult; warmup start and floor are absolute (RECIPE §3)."""
         for opt in self.optimizers:
             for g in opt.param_groups:
-                g["lr"] = lr * g["lr_mult"]  # µP: the base curve scaled per group (RECIPE §1)
-        return lr
+                g["lr"] = lr_schedule.group_lr_at(step, g["lr_mult"])
+        return lr_schedule.lr_at(step)
 
     def clip_grad_norm(self, max_norm):
         """Gradient norm over all parameters (DTensor-aware under FSDP2); clipped at max_norm > 0."""
@@ -874,12 +897,13 @@ def apply_activation_checkpointing(model, every=1):
             block.forward = functools.partial(checkpointed, block.forward)
 
 
-def apply_fsdp(model, device):
+def apply_fsdp(model):
     """FSDP2: each block its own all-gather unit, then the root (embedding, final norm).
-    On GPU: bf16 compute copies of the fp32 master params, fp32 gradient reduction."""
+    Same numerics as one process and DDP: fp32 parameters (so an fp32 embedding output and
+    residual stream), bf16 matmuls from autocast, fp32 gradient reduction. A bf16 param_dtype
+    would halve the all-gathers but put the residual stream in bf16 in this mode only."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-        if device.type == "cuda" else MixedPrecisionPolicy()
+    mp = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
     for block in model.blocks:
         fully_shard(block, mp_policy=mp)
     fully_shard(model, mp_policy=mp)
@@ -897,7 +921,7 @@ def wrap_model(raw_model, cfg, d, fsdp, use_compile):
         # model in 74 s instead of over 420 s (docs/PERFORMANCE.md); same graphs for DDP/FSDP2.
         raw_model.compile_by_block()
     if fsdp:
-        return apply_fsdp(raw_model, d.device)
+        return apply_fsdp(raw_model)
     if d.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
         return DDP(raw_model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)

@@ -25,7 +25,12 @@ start_step = 550_000
 max_steps = 560_000
 learning_rate = 1e-5
 warmup_steps = 0
-decay_start_step = None
+# Every group at the absolute 1e-5 (RECIPE §3 gives one value): the phase is the decay's
+# floor held, so a zero-length decay at its start puts all µP groups at min_lr; a plain
+# constant 1e-5 would be the embedding's peak, and the hidden groups would get 1e-5/6.
+decay_start_step = 550_000
+decay_steps = 0
+min_lr = 1e-5
 
 muon_switch_step = 530_000  # Muon since the decay boundary: stays on
 fp8 = False  # the long-context script is not an FP8 one

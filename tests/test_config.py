@@ -100,6 +100,7 @@ def test_command_line_overrides_the_file(tmp_path):
     (["--data={'data/a': 0.0}"], r"data\['data/a'\] weight must be > 0"),
     (["--data={}"], r"data is empty"),
     (["--parallel='zero'"], r"parallel must be 'ddp' or 'fsdp'"),
+    (["--loss_reduction='sum'"], r"loss_reduction must be 'micro_batch' or 'token'"),
     (["--min_lr=1.0"], r"min_lr \(1.0\) must be in \[0, learning_rate"),
     (["--load_optimizer=True"], r"load_optimizer=True needs init_from"),
     # caught only by the first step's schedule check, or by the FP8 conversion, before:

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import fp8  # noqa: E402
 from fp8 import E4M3, E5M2, GRAD_OUTPUT, INPUT, WEIGHT  # noqa: E402
 
@@ -475,3 +476,23 @@ def test_sync_amax_history_takes_the_max_over_ranks(tmp_path):
         dist.destroy_process_group()
     after = fp8.fp8_state(model)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_ddp_ranks_quantize_every_micro_batch_with_the_same_scales(tmp_path):
+    # 2 gloo ranks x 2 micro-batches x 2 steps, native FP8 emulated. The amax histories are
+    # all-reduced after every micro-batch (TE reduces at every FP8 autocast exit), so each
+    # forward and backward on both ranks starts from the same scaling state; syncing once per
+    # optimizer step left micro-batch 2's forward and backward on rank-local scales.
+    import subprocess
+    out = tmp_path / "fp8.pt"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        "--standalone", os.path.join(ROOT, "tests", "step_harness.py"), str(out),
+                        "2", "micro_batch", "fp8"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    (loss0, _, hist0), (loss1, _, hist1) = (torch.load(f"{out}.rank{k}") for k in (0, 1))
+    assert len(hist0) == len(hist1) == 2 * 2 * 2  # steps x micro-batches x (forward, backward)
+    assert hist0[2].abs().sum() > 0  # the states compared are real, not empty histories
+    for i, (a, b) in enumerate(zip(hist0, hist1)):
+        assert torch.equal(a, b), f"rank-local scaling state at {['forward', 'backward'][i % 2]} {i // 2}"
+    assert loss0 == loss1

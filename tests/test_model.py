@@ -189,7 +189,8 @@ def test_init_follows_recipe_stds():
 
 def plain_loss(model, x, y, mask=None):
     logits = model(x)  # fp32 logits with the µP output multiplier applied
-    target = y.masked_fill(mask == 0, -1) if mask is not None else y
+    target = y.masked_fill(y < 0, -1)  # F.cross_entropy ignores one index; the model every negative
+    target = target.masked_fill(mask == 0, -1) if mask is not None else target
     return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-1)
 
 
@@ -198,7 +199,8 @@ def test_chunked_loss_equals_plain_cross_entropy_with_gradients(chunk_rows):
     model = tiny()
     model.loss_chunk_rows = chunk_rows
     x, y = tokens(4, 16), tokens(4, 16, seed=2)
-    y[1, 3:6] = -1  # ignored targets
+    y[1, 3:6] = -1  # ignored targets: this trainer's marker ...
+    y[2, 0:4] = -100  # ... and F.cross_entropy's default ignore_index (not clamped to class 0)
     grads = []
     losses = []
     for fn in (lambda: model(x, y), lambda: plain_loss(model, x, y)):
@@ -359,7 +361,7 @@ def fake_loss_packages(monkeypatch):
 
 @pytest.mark.parametrize("impl", ["liger", "cce"])
 def test_external_loss_backends_get_masks_ignores_and_the_mup_logit_scale(impl, fake_loss_packages):
-    # The adapter must hand the package the chunked loss's function: masked-out and -1 targets
+    # The adapter must hand the package the chunked loss's function: masked-out and negative targets
     # ignored, logits x output_mult (0.5 in the tiny preset: width 64 over base 32).
     chunked, external = tiny(), tiny()
     external.load_state_dict(chunked.state_dict())
@@ -367,6 +369,7 @@ def test_external_loss_backends_get_masks_ignores_and_the_mup_logit_scale(impl, 
     assert chunked.mult["output_mult"] == 0.5
     x, y = tokens(2, 16), tokens(2, 16, seed=2)
     y[0, 2:4] = -1
+    y[0, 9:12] = -100  # every negative target is ignored, -100 included
     mask = torch.ones(2, 16, dtype=torch.uint8)
     mask[1, :5] = 0
     losses = [m(x, y, loss_mask=mask) for m in (chunked, external)]
@@ -377,7 +380,7 @@ def test_external_loss_backends_get_masks_ignores_and_the_mup_logit_scale(impl, 
         torch.testing.assert_close(external.get_parameter(name).grad, chunked.get_parameter(name).grad,
                                    atol=1e-6, rtol=1e-5)
     call = fake_loss_packages.calls[-1]
-    assert (call["targets"] == -100).sum() == 2 + 5
+    assert (call["targets"] == -100).sum() == 2 + 3 + 5
     if impl == "liger":  # fp32 accumulation of the weight gradient, chunks of the chunked loss's size
         assert call["accum_dtype"] == torch.float32 and call["chunk_mem_const"] >= 1
     else:  # exact gradients, not CCE's default soft-max filter

@@ -126,6 +126,15 @@ def test_a_group_curve_shares_the_boundaries_with_its_own_peak_warmup_start_and_
     assert wsd.lr_at(1000, warmup_init=0.0) == 0.0 and wsd.lr_at(1950) == PHASE["min_lr"]
 
 
+def test_group_lr_scales_the_peak_only():
+    wsd = WSD(**DECAY)
+    assert wsd.group_lr_at(530_000, 1 / 6) == 1e-6                       # warmup start: absolute
+    assert wsd.group_lr_at(530_500, 1 / 6) == pytest.approx(6.25e-4 / 6)  # peak: scaled
+    assert wsd.group_lr_at(535_500, 1 / 6) == pytest.approx((6.25e-4 / 6 + 1e-5) / 2)
+    assert wsd.group_lr_at(540_500, 1 / 6) == 1e-5                        # floor: absolute
+    assert wsd.group_lr_at(535_500, 1.0) == wsd.lr_at(535_500)
+
+
 def test_lr_rejects_step_before_phase_start():
     with pytest.raises(ValueError, match="before this phase's start_step"):
         lr_at(999, **PHASE)
@@ -207,15 +216,25 @@ def test_cli_prints_phase_table_and_writes_png(tmp_path):
 def test_cli_on_the_recipe_decay_config_through_train_load_config(tmp_path):
     # The repository's own phase file, read through train.load_config (validated config).
     png = tmp_path / "decay.png"
-    r = subprocess.run([sys.executable, "schedule.py", "config/decay_muon.py", "--out", str(png)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "schedule.py", "config/decay_muon.py", "config/long_context.py",
+                        "--out", str(png)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     # columns: segment, first-end step, n steps, tokens, lr@first, lr@last, batch
-    rows = {l.split()[0]: l.split() for l in r.stdout.splitlines()
-            if l.startswith(("warmup", "decay:", "min_lr"))}
+    rows = {}  # the decay phase's rows: the first of each name (long context has a min_lr row)
+    for l in r.stdout.splitlines():
+        if l.startswith(("warmup", "decay:", "min_lr")):
+            rows.setdefault(l.split()[0], l.split())
     assert rows["warmup"][2] == "500" and rows["warmup"][4] == "1e-06"  # RECIPE §3
     assert rows["decay:linear"][2] == "10000" and rows["decay:linear"][4] == "0.000625"
     assert rows["min_lr"][4] == "1e-05" and rows["min_lr"][-1] == "960"
+    # Per-group LRs (RECIPE §3): the µP lr_mult (1/6) scales the peak only; the warmup start
+    # and the 1e-5 floor are shared by every group, in the decay and in long context.
+    groups = {int(l.split()[1]): (float(l.split()[3]), float(l.split()[5]))
+              for l in r.stdout.splitlines() if l.startswith("  step ")}
+    assert groups[530_000] == (1e-6, 1e-6)
+    assert groups[530_500] == pytest.approx((6.25e-4, 6.25e-4 / 6), rel=1e-3)
+    assert groups[540_500] == groups[549_999] == (1e-5, 1e-5)
+    assert groups[550_000] == groups[559_999] == (1e-5, 1e-5)  # long context
     assert png.exists()
 
 
