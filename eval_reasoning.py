@@ -556,6 +556,7 @@ def load_model(path, device, dtype):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.epilog = "Flags here are --hyphen-words; train.py alone takes config keys as --key=value."
     ap.add_argument("checkpoint", nargs="?", help="run dir, step dir, model.pt, or a HF Llama directory")
     ap.add_argument("--list", action="store_true",
                     help="print every task (suite and offline), its shots, metric and data here; exit")

@@ -129,6 +129,7 @@ def chat_prompt_ids(tokenizer, prompt):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.epilog = "Flags here are --hyphen-words; train.py alone takes config keys as --key=value."
     ap.add_argument("checkpoint", help="run dir, step dir or model.pt")
     ap.add_argument("--prompt", default="", help="default: empty (unconditional samples)")
     ap.add_argument("--prompt-file", help="read the prompt from this file (overrides --prompt)")

@@ -15,7 +15,8 @@ own 500-step warmup from 1e-6).
 the schedule's base LR; train.py multiplies it by each µP group's lr_mult (RECIPE §1). The
 global batch is piecewise constant in the step (`batch_at`, `batch_ramp`).
 
-CLI: `python schedule.py config/a.py [config/b.py ...] [--out schedule.png]` prints the phase
+CLI (its flag is --out; train.py alone takes config keys as --key=value):
+`python schedule.py config/a.py [config/b.py ...] [--out schedule.png]` prints the phase
 table (steps, tokens, LR at the boundaries, batch) and writes a PNG of LR and batch against
 tokens. Several configs are put in training order, whatever the order given (`chains`): a
 phase follows the one whose out_dir its init_from names, else the one whose max_steps is its

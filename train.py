@@ -1132,9 +1132,10 @@ class StopSignal:
         if self.requested and signum == signal.SIGINT:
             raise Aborted("aborted by a second SIGINT: nothing saved since the last checkpoint")
         self.requested = True
-        print(f"[train] got {signal.Signals(signum).name}: checkpointing after this step"
-              + (" (Ctrl-C again aborts now, without a checkpoint)" if signum == signal.SIGINT else ""),
-              flush=True)
+        from tqdm import tqdm  # tqdm.write: above a progress bar, never inside it
+        tqdm.write(f"[train] got {signal.Signals(signum).name}: checkpointing after this step"
+                   + (" (Ctrl-C again aborts now, without a checkpoint)" if signum == signal.SIGINT else ""))
+        sys.stdout.flush()
 
 
 class Aborted(Exception):
@@ -1150,7 +1151,8 @@ EXPECTED_ERRORS = (ConfigError, checkpoint.CheckpointError, prepare.PrepareError
 def main(argv):
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
-        print("Config keys (default):")
+        print("Config keys (default), each given as --key=value (underscores, a Python literal); "
+              "the other scripts (prepare.py, sample.py, ...) take --hyphen-words flags instead:")
         for f in dataclasses.fields(Config):
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             print(f"  --{f.name}={default!r}")

@@ -113,3 +113,27 @@ def test_every_using_it_command_works_in_order_after_the_quick_start(tmp_path):
     assert ckpt.endswith("step_00000300")  # trained further, to step 300
     assert (tmp_path / "out" / "lr5e-3" / "report.md").exists()  # the new run beside it
     assert (tmp_path / "hf" / "xmodel" / "config.json").exists()
+
+
+def test_each_scripts_help_says_which_flag_style_it_takes(capsys, monkeypatch):
+    # train.py takes config keys as --key=value; every other script argparse --hyphen-words.
+    import pytest
+    sys.path.insert(0, ROOT)
+    import bench
+    import bench_prepare
+    import convert_hf
+    import eval_reasoning
+    import experiments
+    import mup
+    import prepare
+    import sample
+    import train
+    note = "Flags here are --hyphen-words; train.py alone takes config keys as --key=value."
+    monkeypatch.setattr(sys, "argv", ["x", "--help"])  # for the mains that read sys.argv
+    for main in (prepare.main, sample.main, convert_hf.main, eval_reasoning.main, experiments.main,
+                 bench.parse_args, bench_prepare.main, mup._main):
+        with pytest.raises(SystemExit):
+            main(["--help"]) if main not in (bench_prepare.main, mup._main) else main()
+        assert note in " ".join(capsys.readouterr().out.split()), main.__module__
+    assert train.main(["--help"]) == 0
+    assert "each given as --key=value" in capsys.readouterr().out
