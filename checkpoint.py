@@ -56,7 +56,8 @@ def model_file(path) -> str:
             return model_file(name)
     if os.path.isfile(os.path.join(path, "model.pt")):
         return os.path.join(path, "model.pt")
-    raise FileNotFoundError(f"no model.pt, ckpt/latest or latest under {path!r}")
+    raise FileNotFoundError(f"no model.pt, ckpt/latest or latest under {path!r}: give a run dir "
+                            f"(out_dir of a finished train.py run), a step dir or a model.pt")
 
 
 def step_dir(path) -> str:

@@ -137,3 +137,19 @@ def test_each_scripts_help_says_which_flag_style_it_takes(capsys, monkeypatch):
         assert note in " ".join(capsys.readouterr().out.split()), main.__module__
     assert train.main(["--help"]) == 0
     assert "each given as --key=value" in capsys.readouterr().out
+
+
+def test_a_wrong_checkpoint_path_is_one_line_for_sample_and_eval(tmp_path):
+    import pytest
+    sys.path.insert(0, ROOT)
+    import eval_reasoning
+    import sample
+    text = tmp_path / "some.txt"
+    text.write_text("hello")
+    for main, argv in ((sample.main, [str(tmp_path / "none")]),
+                       (eval_reasoning.main, [str(tmp_path / "none"), "--perplexity", str(text)])):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert str(e.value).startswith(f"error: no model.pt, ckpt/latest or latest under "
+                                       f"{str(tmp_path / 'none')!r}: give a run dir")
+    assert sorted(os.listdir(tmp_path)) == ["some.txt"]  # nothing written
