@@ -41,6 +41,7 @@ VARIANTS = {
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.epilog = "Flags here are --hyphen-words; train.py alone takes config keys as --key=value."
     p.add_argument("--preset", default="xmodel-2.5")
     p.add_argument("--seq-len", type=int, default=4096)
     p.add_argument("--micro-batch", type=int, default=4)

@@ -24,6 +24,7 @@ import prepare
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.epilog = "Flags here are --hyphen-words; train.py alone takes config keys as --key=value."
     p.add_argument("--tokenizer", default="data/default", help="load_tokenizer spec (built if data/default is missing)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="prepare worker settings to compare")

@@ -56,7 +56,8 @@ def model_file(path) -> str:
             return model_file(name)
     if os.path.isfile(os.path.join(path, "model.pt")):
         return os.path.join(path, "model.pt")
-    raise FileNotFoundError(f"no model.pt, ckpt/latest or latest under {path!r}")
+    raise FileNotFoundError(f"no model.pt, ckpt/latest or latest under {path!r}: give a run dir "
+                            f"(out_dir of a finished train.py run), a step dir or a model.pt")
 
 
 def step_dir(path) -> str:
@@ -64,19 +65,26 @@ def step_dir(path) -> str:
     return os.path.dirname(os.path.abspath(model_file(path)))
 
 
-def start_dir(cfg):
+def start_dir(cfg, writer=None):
     """The step dir a phase starts from (None: from scratch), found before any work.
-    cfg: train.Config (init_from, out_dir)."""
+    cfg: train.Config (init_from, out_dir); writer: the config file that writes init_from, if
+    known, for the error message."""
     if cfg.init_from == "resume":
         if not has_checkpoint(cfg.out_dir):
             raise CheckpointError(f"init_from='resume' but {cfg.out_dir}/ckpt/latest does not exist: "
                                   f"nothing to resume (use init_from='scratch' or a checkpoint path)")
         return step_dir(cfg.out_dir)
     if cfg.init_from != "scratch":
-        return step_dir(cfg.init_from)
+        try:
+            return step_dir(cfg.init_from)
+        except FileNotFoundError:
+            raise CheckpointError(f"init_from={cfg.init_from!r}: no checkpoint there (no model.pt, "
+                                  f"ckpt/latest or latest): run {writer or 'the phase that writes it'} "
+                                  f"first, or set init_from to an existing checkpoint") from None
     if has_checkpoint(cfg.out_dir):
         raise CheckpointError(f"{cfg.out_dir} already holds checkpoints: pass --init_from=resume to "
-                              f"continue that run, or choose another out_dir")
+                              f"continue that run (with a larger --max_steps to train it further), or "
+                              f"--out_dir=<a new folder> for a new run")
     return None
 
 

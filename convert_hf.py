@@ -307,6 +307,7 @@ def save_imported(model, out):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.epilog = "Flags here are --hyphen-words; train.py alone takes config keys as --key=value."
     sub = ap.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("export", help="Xmodel checkpoint -> HF Llama directory")
     ex.add_argument("checkpoint", help="run dir, step dir or model.pt")

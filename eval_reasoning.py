@@ -556,6 +556,7 @@ def load_model(path, device, dtype):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.epilog = "Flags here are --hyphen-words; train.py alone takes config keys as --key=value."
     ap.add_argument("checkpoint", nargs="?", help="run dir, step dir, model.pt, or a HF Llama directory")
     ap.add_argument("--list", action="store_true",
                     help="print every task (suite and offline), its shots, metric and data here; exit")
@@ -609,7 +610,10 @@ def main(argv=None):
             sys.exit(f"error: {e}")
 
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.device.startswith("cuda") else "float32")
-    model, tokenizer = load_model(args.checkpoint, args.device, getattr(torch, dtype))
+    try:
+        model, tokenizer = load_model(args.checkpoint, args.device, getattr(torch, dtype))
+    except FileNotFoundError as e:  # a wrong path is one line, not a traceback; nothing written
+        sys.exit(f"error: {e}")
     max_length = args.max_length or model.config.max_seq_len
     report = {"checkpoint": str(args.checkpoint), "dtype": dtype, "max_length": max_length,
               "tasks": {}, "perplexity": None}

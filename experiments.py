@@ -682,6 +682,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.epilog = "Flags here are --hyphen-words; train.py alone takes config keys as --key=value."
     p.add_argument("experiment", choices=sorted(EXPERIMENTS))
     size = p.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="the full protocol (runs for hours; resumable)")

@@ -60,6 +60,9 @@ PRESETS = {
     "tiny": dict(vocab_size=512, n_layer=2, d_model=64, n_head=4, n_kv_head=2, d_ffn=160,
                  max_seq_len=64, mup_base_width=32),
 }
+# train.py's default model (a bare `python train.py`): tiny, with the vocabulary of the
+# default data's BPE (`python prepare.py` builds data/default with 8,192 ids).
+PRESETS["tiny-8k"] = {**PRESETS["tiny"], "vocab_size": 8192}
 
 
 def model_config(preset: str, **overrides) -> ModelConfig:

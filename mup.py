@@ -253,6 +253,7 @@ def _main():
     import argparse
     import os
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.epilog = "Flags here are --hyphen-words; train.py alone takes config keys as --key=value."
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("coord_check", help="activation size vs width, µP (default) or --sp")
     c.add_argument("--widths", default="64,128,256,512,1024")

@@ -1851,6 +1851,7 @@ class Mixture:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.epilog = "Flags here are --hyphen-words; train.py alone takes config keys as --key=value."
     p.add_argument("--input", nargs="+", help=".txt/.jsonl/.parquet files or folders, or hf:PATH[:CONFIG[:SPLIT]]; "
                                               "none = build the default dataset")
     p.add_argument("--out", help="dataset folder (default data/default, or data/<first input's stem>)")

@@ -9,6 +9,7 @@ The pure pieces (`top_k_mask`, `top_p_mask`, `sample_next`, `generate`) are impo
 eval_reasoning.py and the tests; checkpoints are read through checkpoint.py.
 """
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -129,6 +130,7 @@ def chat_prompt_ids(tokenizer, prompt):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.epilog = "Flags here are --hyphen-words; train.py alone takes config keys as --key=value."
     ap.add_argument("checkpoint", help="run dir, step dir or model.pt")
     ap.add_argument("--prompt", default="", help="default: empty (unconditional samples)")
     ap.add_argument("--prompt-file", help="read the prompt from this file (overrides --prompt)")
@@ -146,7 +148,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    model, tokenizer, model_pt = load_model_and_tokenizer(args.checkpoint, args.device)
+    try:
+        model, tokenizer, model_pt = load_model_and_tokenizer(args.checkpoint, args.device)
+    except FileNotFoundError as e:  # a wrong path is one line, not a traceback
+        sys.exit(f"error: {e}")
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if args.device.startswith("cuda") else "float32")
     model.to(getattr(torch, dtype))
     prompt = Path(args.prompt_file).read_text() if args.prompt_file else args.prompt

@@ -16,11 +16,17 @@ group's LR is `group_lr_at(step, lr_mult)`: lr_mult scales the peak only; the wa
 the floor are absolute, one value for every group (RECIPE §3), as Megatron's get_lr does. The
 global batch is piecewise constant in the step (`batch_at`, `batch_ramp`).
 
-CLI: `python schedule.py config/a.py [config/b.py ...] [--out schedule.png]` prints the phase
+CLI (its flag is --out; train.py alone takes config keys as --key=value):
+`python schedule.py config/a.py [config/b.py ...] [--out schedule.png]` prints the phase
 table (steps, tokens, LR at the boundaries, batch) and writes a PNG of LR and batch against
-tokens. Several configs are chained in the order given (tokens accumulate across them).
+tokens. Several configs are put in training order, whatever the order given (`chains`): a
+phase follows the one whose out_dir its init_from names, else the one whose max_steps is its
+start_step, and tokens accumulate along that chain. Configs that are not one chain (the
+quick start beside the recipe, or two decays from one stable phase) are printed as separate
+chains, a branch starting at the tokens of the phase it starts from.
 """
 import math
+import os
 import sys
 from dataclasses import dataclass, fields
 from typing import Optional
@@ -100,8 +106,12 @@ class WSD:
                            f"the end of warmup")
             decay_end = self.decay_start_step + self.decay_steps
             if decay_end > self.max_steps:
+                fit = max(0, min(self.decay_steps, self.max_steps - self.warmup_end))
                 out.append(f"the decay ends at decay_start_step + decay_steps = {decay_end}, after "
-                           f"max_steps ({self.max_steps}): shorten decay_steps or raise max_steps")
+                           f"max_steps ({self.max_steps}): raise max_steps to >= {decay_end}, or move "
+                           f"decay_start_step (and shorten decay_steps) so that decay_start_step + "
+                           f"decay_steps <= max_steps, e.g. --decay_start_step={self.max_steps - fit} "
+                           f"--decay_steps={fit}")
         if not self.learning_rate > 0:
             out.append(f"learning_rate must be > 0, got {self.learning_rate}")
         for key in ("warmup_init_lr", "min_lr"):
@@ -234,6 +244,58 @@ def _fmt_tokens(n):
     return str(int(n))
 
 
+def _same_dir(a, b):
+    return os.path.normpath(a) == os.path.normpath(b)
+
+
+def chains(phases):
+    """[(name, cfg), ...] in any order -> the chains they form, each [(name, cfg), ...] in
+    training order, plus {first name of a branch chain: the name it starts from}. A phase's
+    parent is the phase whose out_dir its init_from names (or a folder inside it), else the
+    one whose max_steps is its start_step. The child with the longest line after it (then by
+    start_step, name) continues its parent's chain; any other child (an ablation) starts a
+    branch chain."""
+    def parent(cfg):
+        if cfg.init_from not in ("scratch", "resume"):
+            for name, other in phases:
+                if other is not cfg and (_same_dir(cfg.init_from, other.out_dir) or os.path.normpath(
+                        cfg.init_from).startswith(os.path.normpath(other.out_dir) + os.sep)):
+                    return name
+        if cfg.start_step > 0:
+            for name, other in phases:
+                if other is not cfg and other.max_steps == cfg.start_step:
+                    return name
+        return None
+
+    order = sorted(phases, key=lambda p: (p[1].start_step, p[0]))
+    parents = {name: parent(cfg) for name, cfg in order}
+    children = {name: [c for c, _ in order if parents[c] == name] for name, _ in order}
+
+    def length(name, above=()):  # phases from `name` to the end of its longest line
+        return 1 + max((length(c, (*above, name)) for c in children[name] if c not in above), default=0)
+    for kids in children.values():  # the longest line continues the chain (decay_muon, not the ablation)
+        kids.sort(key=lambda c: -length(c))
+    by_name = dict(order)
+    out, branch_of, todo, seen = [], {}, [n for n, _ in order if parents[n] is None], set()
+    while todo or len(seen) < len(order):
+        if not todo:  # a cycle (a.init_from = b's out_dir and back): start anywhere in it
+            todo = [next(n for n, _ in order if n not in seen)]
+        name = todo.pop(0)
+        if name in seen:
+            continue
+        chain = []
+        while name is not None and name not in seen:
+            seen.add(name)
+            chain.append((name, by_name[name]))
+            kids = [c for c in children[name] if c not in seen]
+            for other in kids[1:]:
+                branch_of[other] = name
+            todo[:0] = kids[1:]
+            name = kids[0] if kids else None
+        out.append(chain)
+    return out, branch_of
+
+
 def main(argv):
     out = "schedule.png"
     if "--out" in argv:
@@ -252,10 +314,28 @@ def main(argv):
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tokens = 0
-    curves = []
+    phase_chains, branch_of = chains(list(zip(paths, configs)))
+    if len(phase_chains) > 1:
+        print(f"{len(phase_chains)} separate chains (each its own token axis; a branch starts "
+              f"where its parent phase ends): "
+              + "; ".join(" -> ".join(p for p, _ in chain) for chain in phase_chains))
+    curves, end_tokens = [], {}
     header = f"{'segment':<20}{'steps':>22}{'n':>9}{'tokens':>20}{'lr@first':>11}{'lr@last':>11}{'batch':>7}"
-    for path, cfg in zip(paths, configs):
+    for k, chain in enumerate(phase_chains):
+        first = chain[0][0]
+        tokens = end_tokens.get(branch_of.get(first), 0)
+        if len(phase_chains) > 1:
+            print(f"\nchain {k + 1}: " + " -> ".join(p for p, _ in chain)
+                  + (f" (branch: starts from {branch_of[first]})" if first in branch_of else ""))
+        tokens = _print_chain(chain, tokens, header, curves, end_tokens)
+        print(f"\ntotal tokens {_fmt_tokens(tokens)}" + (f" (chain {k + 1})" if len(phase_chains) > 1 else ""))
+    _plot(curves, out)
+    return 0
+
+
+def _print_chain(chain, tokens, header, curves, end_tokens):
+    """Print each phase's table, add its curve; -> the tokens at the chain's end."""
+    for path, cfg in chain:
         rows = phase_rows(cfg, tokens)
         print(f"\n{path}  (seq_len {cfg.seq_len}, max_steps {cfg.max_steps} = global end step)")
         print(header)
@@ -274,9 +354,11 @@ def main(argv):
         xs = [tokens + tokens_between(start, s, cfg.global_batch, cfg.batch_ramp, cfg.seq_len) for s in pts]
         curves.append((path, xs, [wsd.lr_at(s) for s in pts],
                        [batch_at(s, cfg.global_batch, cfg.batch_ramp) for s in pts]))
-        tokens = rows[-1][4]
-    print(f"\ntotal tokens {_fmt_tokens(tokens)}")
+        tokens = end_tokens[path] = rows[-1][4]
+    return tokens
 
+
+def _plot(curves, out):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -292,7 +374,6 @@ def main(argv):
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

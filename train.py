@@ -67,7 +67,8 @@ class Config:
     seed: int = 1337  # model init and data order
     device: str = "auto"  # 'auto' (cuda if available) | 'cpu' | 'cuda'
     # ---- model (model.py) ------------------------------------------------------------
-    model_preset: str = "tiny"  # model.PRESETS: 'xmodel-2.5' | 'proxy' | 'tiny'
+    model_preset: str = "tiny-8k"  # model.PRESETS: 'xmodel-2.5' | 'proxy' | 'tiny' | 'tiny-8k'
+    #                                (tiny with data/default's 8,192-id BPE)
     model_overrides: dict[str, Union[int, float, bool]] = field(default_factory=dict)
     #   any ModelConfig field, e.g. dict(vocab_size=8192, n_layer=4)
     mup: bool = True  # False = standard parameterization (SP), for comparison (RECIPE §1)
@@ -215,6 +216,10 @@ def _set_key(values, key, value, where):
     if key not in FIELDS:
         close = difflib.get_close_matches(key, FIELDS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
+        if key in {f.name for f in dataclasses.fields(model_lib.ModelConfig)}:
+            hint = (f"; {key!r} is a model setting: put it in model_overrides, e.g. "
+                    f"--model_overrides=\"{{'{key}': {value!r}}}\" (or model_overrides = "
+                    f"dict({key}={value!r}) in a config file)")
         raise ConfigError(f"{where}: unknown config key {key!r}{hint}")
     tp = FIELD_TYPES[key]
     try:
@@ -377,6 +382,26 @@ class NonFiniteError(RuntimeError):
     pass
 
 
+class NothingToDo(Exception):
+    """A resumed run that is already at max_steps: say so, touch nothing, exit 0."""
+
+
+def phase_config_writing(path):
+    """The config/*.py whose out_dir is `path` (for 'run it first' advice), or None."""
+    if path in ("scratch", "resume"):
+        return None
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(os.path.join(here, "config"))):
+        try:
+            out_dir = read_config_file(os.path.join(here, "config", name)).get("out_dir") \
+                if name.endswith(".py") else None
+        except Exception:  # advice only: a config that does not load is not the one
+            continue
+        if out_dir and os.path.normpath(out_dir) == os.path.normpath(path):
+            return f"config/{name}"
+    return None
+
+
 def train(cfg: Config):
     """Train one phase. With nonfinite_reloads > 0, a run stopped by max_nonfinite_in_a_row
     non-finite steps restarts from its last checkpoint through the ordinary, exact resume path
@@ -409,8 +434,11 @@ def run_phase(cfg: Config):
                 step += 1
                 meter.add(result.loss, result.global_batch * cfg.seq_len, time.time() - t0)
                 logger.advance(1, result.loss)
-                if step % cfg.log_interval == 0 or step == cfg.max_steps:
+                # The first step logs at once: on a CPU, log_interval steps can take minutes.
+                if step % cfg.log_interval == 0 or step == cfg.max_steps or step == run.start_step + 1:
                     log_train(run, step, result, meter)
+                if step == run.start_step + 1:
+                    warn_if_slow(run, step, time.time() - t0)
                 end = step == cfg.max_steps
                 with meter.paused():  # evaluation and checkpoint time stays out of tokens/s
                     if ((cfg.eval_interval and step % cfg.eval_interval == 0) or end) \
@@ -778,7 +806,7 @@ def setup(cfg: Config, stop) -> Run:
     t_start = time.time()
     d = setup_distributed(cfg)
     validate(cfg, d.world_size)  # again, now with the real world size
-    start = checkpoint.start_dir(cfg)
+    start = checkpoint.start_dir(cfg, writer=phase_config_writing(cfg.init_from))
     if cfg.wandb_log and d.master:
         try:
             import wandb  # noqa: F401
@@ -797,6 +825,12 @@ def setup(cfg: Config, stop) -> Run:
     step, train_state = cfg.start_step, None
     if start is not None:
         step, train_state = checkpoint.load_start(start, raw_model, cfg, data.tokenizer_meta, fsdp, d.master)
+    if step >= cfg.max_steps:  # a finished run resumed: nothing to train, nothing to write
+        if step > cfg.max_steps:
+            raise checkpoint.CheckpointError(f"{start} is at step {step}, past max_steps={cfg.max_steps}: "
+                                             f"raise --max_steps above {step} to train further")
+        raise NothingToDo(f"{cfg.out_dir} is already at step {step} = max_steps: nothing to do "
+                          f"(pass a larger --max_steps, e.g. --max_steps={step + 100}, to train further)")
     # Optimizers: a resume rebuilds exactly what the checkpoint holds (an AdamW-only state then
     # switches to Muon in the loop, at the same step as an uninterrupted run would).
     muon_active = muon_wanted(cfg, step) if train_state is None else train_state["muon_active"]
@@ -1019,7 +1053,15 @@ class Logger:
             self.wandb.log({k: v for k, v in record.items() if isinstance(v, (int, float))},
                            step=record.get("step"))
         if line:
-            (self.bar.write if self.bar is not None else print)(line)
+            self.say(line)
+
+    def say(self, line):
+        """A console line above the progress bar (never into it)."""
+        if self.master:
+            if self.bar is not None:
+                self.bar.write(line)
+            else:
+                print(line, flush=True)
 
     def advance(self, n=1, loss=None):
         if self.bar is not None:
@@ -1029,17 +1071,35 @@ class Logger:
 
 
 def log_start(run):
+    """The start record opens each run's window of metrics.jsonl (a resumed run appends a new
+    window: "resumed": true, from "step")."""
     cfg, d, step = run.cfg, run.d, run.start_step
     n_params = run.raw_model.num_params()
-    if not d.master:
-        return
-    print(f"[train] {cfg.run_name or os.path.basename(os.path.normpath(cfg.out_dir))}: {n_params:,} "
-          f"params ({cfg.model_preset}), steps {step} -> {cfg.max_steps}, world {d.world_size} "
-          f"({cfg.parallel if d.world_size > 1 else 'single'}), {d.device}, {run.dtype}, "
-          f"compile={run.use_compile}, fp8={cfg.fp8}, optimizer "
-          f"{'AdamW+Muon' if run.opt.muon_active else 'AdamW'}, init_from={cfg.init_from}")
-    run.logger.log({"kind": "start", "step": step, "world_size": d.world_size, "device": str(d.device),
-                    "params": n_params, "torch": torch.__version__, "muon_active": run.opt.muon_active})
+    resumed = cfg.init_from == "resume"
+    run.logger.log(
+        {"kind": "start", "step": step, "resumed": resumed, "init_from": cfg.init_from,
+         "world_size": d.world_size, "device": str(d.device), "params": n_params,
+         "torch": torch.__version__, "muon_active": run.opt.muon_active},
+        f"[train] {cfg.run_name or os.path.basename(os.path.normpath(cfg.out_dir))}: {n_params:,} "
+        f"params ({cfg.model_preset}), steps {step} -> {cfg.max_steps}"
+        + (f" (resumed at step {step})" if resumed else "") + f", world {d.world_size} "
+        f"({cfg.parallel if d.world_size > 1 else 'single'}), {d.device}, {run.dtype}, "
+        f"compile={run.use_compile}, fp8={cfg.fp8}, optimizer "
+        f"{'AdamW+Muon' if run.opt.muon_active else 'AdamW'}, init_from={cfg.init_from}")
+
+
+SLOW_STEP_S, SLOW_RUN_S = 10.0, 600.0  # a CPU run slower than this says so after step 1
+
+
+def warn_if_slow(run, step, seconds):
+    """On a CPU, after the first step: one line with the run's estimated duration when a step
+    takes > SLOW_STEP_S or the run > SLOW_RUN_S, so a slow run does not look hung. (On a GPU
+    the first step is dominated by compile and says nothing of the rest.)"""
+    total = seconds * (run.cfg.max_steps - step)
+    if run.d.device.type == "cpu" and (seconds > SLOW_STEP_S or total > SLOW_RUN_S):
+        run.logger.say(f"[train] step {step} took {seconds:.1f}s on the CPU: the remaining "
+                       f"{run.cfg.max_steps - step} steps will take about {_fmt_time(total)} "
+                       f"(a GPU, a smaller model_preset or fewer max_steps is faster)")
 
 
 def log_train(run, step, result, meter):
@@ -1125,7 +1185,7 @@ def write_report(cfg, run, meter, last_step):
 
 class StopSignal:
     """While entered, SIGTERM/SIGINT set a flag: the loop finishes its step, checkpoints and
-    exits 0 (a second SIGINT interrupts at once). On exit the previous handlers are back,
+    exits 0 (a second SIGINT aborts at once: Aborted). On exit the previous handlers are back,
     however the run ended (train() called in-process: tests, notebooks)."""
 
     def __init__(self):
@@ -1142,9 +1202,16 @@ class StopSignal:
 
     def _handle(self, signum, frame):
         if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise Aborted("aborted by a second SIGINT: nothing saved since the last checkpoint")
         self.requested = True
-        print(f"[train] got {signal.Signals(signum).name}: checkpointing after this step", flush=True)
+        from tqdm import tqdm  # tqdm.write: above a progress bar, never inside it
+        tqdm.write(f"[train] got {signal.Signals(signum).name}: checkpointing after this step"
+                   + (" (Ctrl-C again aborts now, without a checkpoint)" if signum == signal.SIGINT else ""))
+        sys.stdout.flush()
+
+
+class Aborted(Exception):
+    """A second SIGINT (or one before the loop started): stop at once, one line, exit 130."""
 
 
 # Failures of the input (config, data, checkpoint, hardware) and a run stopped by non-finite
@@ -1156,7 +1223,8 @@ EXPECTED_ERRORS = (ConfigError, checkpoint.CheckpointError, prepare.PrepareError
 def main(argv):
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
-        print("Config keys (default):")
+        print("Config keys (default), each given as --key=value (underscores, a Python literal); "
+              "the other scripts (prepare.py, sample.py, ...) take --hyphen-words flags instead:")
         for f in dataclasses.fields(Config):
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             print(f"  --{f.name}={default!r}")
@@ -1169,6 +1237,11 @@ def main(argv):
     except EXPECTED_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NothingToDo as e:
+        print(f"[train] {e}")
+    except (Aborted, KeyboardInterrupt) as e:  # KeyboardInterrupt: Ctrl-C before the loop
+        print(f"[train] {e or 'interrupted by SIGINT'}", file=sys.stderr)
+        return 130
     return 0
 
 

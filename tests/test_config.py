@@ -194,3 +194,23 @@ def test_loss_impl_is_checked_before_any_work():
         load_config(None, ["--loss_impl='fused'"])
     import model
     assert model.check_loss_impl("chunked") is None  # the default needs no package
+
+
+def test_a_model_key_on_the_command_line_points_at_model_overrides():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["--vocab_size=8192"])
+    assert str(e.value) == (
+        "command line: unknown config key 'vocab_size'; 'vocab_size' is a model setting: put it "
+        "in model_overrides, e.g. --model_overrides=\"{'vocab_size': 8192}\" (or model_overrides = "
+        "dict(vocab_size=8192) in a config file)")
+    # ... and the suggested override is accepted as written.
+    assert load_config(None, ["--model_overrides={'vocab_size': 8192}"]).model_overrides == {"vocab_size": 8192}
+
+
+def test_the_default_model_fits_the_default_data():
+    # A bare `python train.py` trains on data/default (prepare.py's BPE): the vocabularies agree.
+    import model
+    import prepare
+    cfg = Config()
+    assert cfg.data == {"data/default": 1.0}
+    assert model.model_config(cfg.model_preset, **cfg.model_overrides).vocab_size == prepare.DEFAULT_BPE_VOCAB

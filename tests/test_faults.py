@@ -338,3 +338,23 @@ def test_a_failed_run_gives_the_signal_handlers_back(tmp_path):
     with pytest.raises(Exception, match="missing"):
         train.train(cfg)  # fails opening the data, after its SIGTERM/SIGINT handlers went in
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_missing_previous_phase_names_the_config_to_run_first_and_writes_nothing(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = tiny_args(dataset, out, init_from="out/stable_s2", start_step=2, max_steps=4)
+    assert train.main(args) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: init_from='out/stable_s2': no checkpoint there (no model.pt, ckpt/latest or "
+                   "latest): run config/stable_s2.py first, or set init_from to an existing checkpoint\n")
+    assert not out.exists()
+
+
+def test_a_second_run_into_a_finished_out_dir_says_how_to_continue_or_start_anew(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    run_inprocess(tiny_args(dataset, out, max_steps=2))
+    before = sorted(os.listdir(out)), (out / "config.json").read_text()
+    assert train.main(tiny_args(dataset, out, max_steps=4, learning_rate=5e-3)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--init_from=resume" in err and "--max_steps" in err and "--out_dir=" in err
+    assert (sorted(os.listdir(out)), (out / "config.json").read_text()) == before

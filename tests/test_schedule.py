@@ -245,3 +245,42 @@ def test_cli_reports_an_invalid_config_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: invalid config") and "start_step (10) must be < max_steps (5)" in r.stderr
+
+
+def test_cli_orders_phases_by_init_from_and_separates_configs_that_are_not_one_chain(tmp_path):
+    # Given out of order, with an unrelated run and an ablation branch: the recipe chain comes
+    # out in training order (tokens accumulate along it), the others as their own chains.
+    common = "learning_rate = 1e-2\nwarmup_steps = 0\nglobal_batch = 16\nseq_len = 64\nmax_seq_len = 64\n"
+    files = {"a_decay.py": "out_dir = 'out/dec'\ninit_from = 'out/s1'\nstart_step = 100\nmax_steps = 150\n",
+             "b_ablation.py": "out_dir = 'out/abl'\ninit_from = 'out/s1'\nstart_step = 100\nmax_steps = 150\n",
+             "c_long.py": "out_dir = 'out/long'\ninit_from = 'out/dec'\nstart_step = 150\nmax_steps = 160\n",
+             "d_other.py": "out_dir = 'out/other'\nstart_step = 0\nmax_steps = 10\n",
+             "s1.py": "out_dir = 'out/s1'\nstart_step = 0\nmax_steps = 100\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text + common)
+    r = subprocess.run([sys.executable, str(ROOT / "schedule.py"), *sorted(files), "--out", "s.png"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith(
+        "3 separate chains (each its own token axis; a branch starts where its parent phase ends): "
+        "d_other.py; s1.py -> a_decay.py -> c_long.py; b_ablation.py")
+    per_step = 16 * 64
+    assert f"total tokens {_fmt(160 * per_step)} (chain 2)" in r.stdout  # s1 -> decay -> long
+    assert "chain 3: b_ablation.py (branch: starts from s1.py)" in r.stdout
+    assert f"total tokens {_fmt(150 * per_step)} (chain 3)" in r.stdout  # after s1's 100 steps
+
+
+def _fmt(n):
+    from schedule import _fmt_tokens
+    return _fmt_tokens(n)
+
+
+def test_a_shorter_phase_is_told_to_move_decay_start_step_too():
+    # The quick start's max_steps=200, decay 150 + 50, cut to --max_steps=30: shortening
+    # decay_steps alone cannot fit, the decay's start must move too.
+    wsd = WSD(start_step=0, max_steps=30, learning_rate=1e-2, warmup_steps=20,
+              decay_start_step=150, decay_steps=50, min_lr=1e-3)
+    [problem] = [p for p in wsd.problems() if p.startswith("the decay ends")]
+    assert "raise max_steps to >= 200" in problem
+    assert problem.endswith("e.g. --decay_start_step=20 --decay_steps=10")  # 20 + 10 = 30
+    assert WSD(**{**wsd.__dict__, "decay_start_step": 20, "decay_steps": 10}).problems() == []

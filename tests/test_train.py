@@ -460,3 +460,64 @@ def test_token_loss_reduction_is_the_full_batch_token_mean_across_ranks(tmp_path
     assert loss == pytest.approx(full_loss, rel=1e-6)
     for n in full:
         torch.testing.assert_close(grads[n], full[n], rtol=1e-5, atol=1e-7, msg=n)
+
+
+def _snapshot(out_dir):
+    return {p: open(os.path.join(root, p), "rb").read() for root, _, files in os.walk(out_dir) for p in files}
+
+
+def test_resume_of_a_finished_run_says_nothing_to_do_and_touches_nothing(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    run_inprocess(tiny_args(dataset, out, max_steps=3))
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert train.main(tiny_args(dataset, out, max_steps=3, init_from="resume")) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed == [f"[train] {out} is already at step 3 = max_steps: nothing to do (pass a larger "
+                       f"--max_steps, e.g. --max_steps=103, to train further)"]
+    assert _snapshot(out) == before  # report.md, metrics.jsonl, config.json untouched
+    assert train.main(tiny_args(dataset, out, max_steps=2, init_from="resume")) == 2
+    assert "past max_steps=2: raise --max_steps above 3" in capsys.readouterr().err
+    assert _snapshot(out) == before
+
+
+def test_a_finished_run_continues_to_a_larger_max_steps_and_marks_the_resumed_window(dataset, tmp_path):
+    out = tmp_path / "run"
+    run_inprocess(tiny_args(dataset, out, max_steps=3))
+    assert run_inprocess(tiny_args(dataset, out, max_steps=5, init_from="resume"))["step"] == 5
+    starts = [(r["step"], r["resumed"]) for r in records(out, "start")]
+    assert starts == [(0, False), (3, True)]
+    assert sorted(losses(out)) == [1, 2, 3, 4, 5]
+
+
+def test_first_log_line_comes_after_step_one(dataset, tmp_path):
+    out = tmp_path / "run"
+    run_inprocess(tiny_args(dataset, out, max_steps=10, log_interval=5))
+    assert sorted(losses(out)) == [1, 5, 10]
+
+
+def test_a_slow_cpu_run_says_how_long_it_will_take_after_step_one(dataset, tmp_path, capsys, monkeypatch):
+    run_inprocess(tiny_args(dataset, tmp_path / "fast", max_steps=2))
+    assert "will take about" not in capsys.readouterr().out  # a few seconds: no warning
+    monkeypatch.setattr(train, "SLOW_RUN_S", 0.0)  # every run is "long": the line appears once
+    run_inprocess(tiny_args(dataset, tmp_path / "slow", max_steps=4))
+    lines = [l for l in capsys.readouterr().out.splitlines() if "will take about" in l]
+    assert len(lines) == 1 and lines[0].startswith("[train] step 1 took ") and "remaining 3 steps" in lines[0]
+
+
+def test_second_sigint_aborts_at_once_with_one_line(dataset, tmp_path):
+    # 64 micro-batches per step: a step lasts long enough for both signals to land inside it.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"),
+                          *tiny_args(dataset, tmp_path / "run", max_steps=50, global_batch=128, micro_batch=2)],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith("step 1/"):
+            break
+    p.send_signal(signal.SIGINT)
+    assert "Ctrl-C again aborts now" in p.stdout.readline()
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=30) == 130
+    err = p.stderr.read()
+    assert err == "[train] aborted by a second SIGINT: nothing saved since the last checkpoint\n"
+    assert not (tmp_path / "run" / "ckpt").exists()
