@@ -88,7 +88,8 @@ def written_paths(argv):
         return {"gpu_tests/proxy_fp8_vs_bf16.sh": [(args[1] if len(args) > 1 else "out/gpu_fp8_check")
                                                    + "/bf16/report.md"],
                 "gpu_tests/train_smoke.sh": [(args[0] if args else "out/gpu_smoke") + "/full/report.md"],
-                "gpu_tests/te_carry.sh": [".te/small/core.sha256"]}[script]
+                "gpu_tests/te_carry.sh": [".te/small/core.sha256"],
+                "gpu_tests/corpus_carry.sh": [".whl/p1/x.whl"]}[script]
     if argv[0] == "torchrun":
         argv = ["python"] + [a for a in argv[1:] if not a.startswith("--")]
     assert argv[0] in ("python", "python3"), f"README runs {argv}: teach written_paths about it"
@@ -97,6 +98,10 @@ def written_paths(argv):
                 "pytest": [".pytest_cache/v/cache/lastfailed", "tests/__pycache__/x.pyc"]}[argv[2]]
     script, args = argv[1], argv[2:]
     if script == "prepare.py":
+        if "--corpus" in args:
+            return [(_option(args, "--out") or "data/proxy") + "/code/meta.json"]
+        if _option(args, "--recipe") and not _option(args, "--out"):
+            return ["data/web/meta.json"]
         if _option(args, "--out"):
             return [_option(args, "--out") + "/meta.json"]
         return ["data/default/meta.json"] if not _option(args, "--input") else \
@@ -114,7 +119,15 @@ def written_paths(argv):
     if script == "convert_hf.py":
         return [args[2] + "/config.json"]
     if script == "eval_reasoning.py":
+        if "--list" in args:  # prints only
+            return []
         return [(_option(args, "--out") or args[0] + "/eval_reasoning") + ".json"]
+    if script == "gpu_tests/proxy_speed.py":
+        return [(_option(args, "--out") or "out/proxy_speed") + "/proxy_table.md"]
+    if script == "docs/measurements/recipe_tokenize_bench.py":  # writes to the folder it is given
+        return []
+    if script == "experiments.py":
+        return [_option(args, "--out") or f"out/exp_{args[0]}/report.md"]
     if script == "schedule.py":
         return [_option(args, "--out")] if _option(args, "--out") else []
     raise AssertionError(f"README runs {script}: add what it writes to written_paths")
