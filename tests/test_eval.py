@@ -16,6 +16,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import eval_reasoning
 from eval_reasoning import SUITE, markdown_table, perplexity, rolling_windows, score_continuations
 from model import Xmodel, model_config
+from tiny_run import write_mc_task
 
 needs_lm_eval = pytest.mark.skipif(
     not eval_reasoning.HAVE_LM_EVAL,
@@ -31,24 +32,6 @@ QUESTIONS = [  # a tiny multiple-choice task; answers are arbitrary, the scores 
     {"question": "天下大势，", "choices": ["分久必合", "合久必分", "不知道"], "answer": 1},
     {"question": "whether 'tis nobler in the ", "choices": ["mind", "sea"], "answer": 0},
 ]
-TASK_YAML = """task: tiny_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-  cache_dir: {cache}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{answer}}}}"
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-num_fewshot: 0
-"""
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """-> (run dir, model, tokenizer) for a tiny µP model with a byte-level BPE."""
@@ -68,10 +51,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tasks")
-    (d / "tiny_mc.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in QUESTIONS))
-    (d / "tiny_mc.yaml").write_text(TASK_YAML.format(data=d / "tiny_mc.jsonl", cache=d / "hf_cache"))
-    return d
+    return write_mc_task(tmp_path_factory.mktemp("tasks"), "tiny_mc", QUESTIONS)
 
 
 def direct_logprob(model, ctx_ids, cont_ids):

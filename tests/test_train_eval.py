@@ -8,7 +8,7 @@ import pytest
 
 import eval_reasoning
 import train
-from tiny_run import plays, run_inprocess, tiny_args
+from tiny_run import plays, run_inprocess, tiny_args, write_mc_task
 
 pytestmark = pytest.mark.skipif(not eval_reasoning.HAVE_LM_EVAL,
                                 reason=f"lm-eval is optional: pip install {eval_reasoning.LM_EVAL_PIN}")
@@ -19,23 +19,6 @@ QUESTIONS = [  # answers are arbitrary: the two scorings need only agree
     {"question": "whether 'tis nobler in the ", "choices": ["mind", "sea"], "answer": 0},
     {"question": "Good night, good night! parting is", "choices": [" such", " so"], "answer": 0},
 ]
-TASK_YAML = """task: tiny_train_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-  cache_dir: {cache}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{answer}}}}"
-metric_list:
-  - metric: acc
-num_fewshot: 0
-"""
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return plays(tmp_path_factory)
@@ -43,10 +26,7 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tasks")
-    (d / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
-    (d / "tiny_train_mc.yaml").write_text(TASK_YAML.format(data=d / "q.jsonl", cache=d / "hf_cache"))
-    return d
+    return write_mc_task(tmp_path_factory.mktemp("tasks"), "tiny_train_mc", QUESTIONS)
 
 
 def test_eval_tasks_are_scored_at_each_checkpoint_and_reported(dataset, task_dir, tmp_path):

@@ -1,5 +1,6 @@
-"""Shared by test_train.py and test_faults.py: a tiny prepared dataset and tiny training runs."""
+"""Shared by the tests: a tiny prepared dataset, tiny training runs, a tiny local lm-eval task."""
 import glob
+import json
 import os
 
 import prepare
@@ -30,3 +31,30 @@ def tiny_args(dataset, out_dir, **kw):
 
 def run_inprocess(args):
     return train.train(train.load_config(None, args, world_size=1))
+
+
+MC_TASK_YAML = """task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+  cache_dir: {cache}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+num_fewshot: 0
+"""
+
+
+def write_mc_task(folder, name, questions):
+    """A multiple-choice lm-eval task `name` over `questions` ({question, choices, answer}) in
+    folder (pass it as include_path): its data is a local JSONL, so nothing touches the hub."""
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions))
+    (folder / f"{name}.yaml").write_text(MC_TASK_YAML.format(name=name, data=data, cache=folder / "hf_cache"))
+    return folder
