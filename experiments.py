@@ -213,14 +213,17 @@ def _sci(xs):
 
 def optimum(lrs, losses):
     """Best LR of one curve: the grid point, and a parabola's vertex through it and its two
-    neighbours in log2(LR) (within half a grid step). losses[i] None = diverged/missing."""
-    pts = [(i, v) for i, v in enumerate(losses) if v is not None]
+    neighbours in log2(LR) (within half a grid step). losses[i]: math.inf = diverged (worse than
+    any finite loss, so it brackets an optimum), None = not run yet (brackets nothing)."""
+    pts = [(i, v) for i, v in enumerate(losses) if v is not None and v != math.inf]
     if not pts:
         return None
     i, best = min(pts, key=lambda p: p[1])
     x = math.log2(lrs[i])
-    edge = i in (0, len(lrs) - 1)
-    if not edge and losses[i - 1] is not None and losses[i + 1] is not None:
+    # Bracketed: a worse (or diverged) run on each side. At the grid's end, or next to a run not
+    # done yet, the optimum's position is a bound only.
+    edge = i in (0, len(lrs) - 1) or losses[i - 1] is None or losses[i + 1] is None
+    if not edge and losses[i - 1] != math.inf and losses[i + 1] != math.inf:
         ym, yp = losses[i - 1], losses[i + 1]
         curvature = ym - 2 * best + yp
         if curvature > 0:
@@ -261,13 +264,18 @@ def mup_runs(size, common, root):
 
 
 def _curve(results, lrs, **match):
-    """Mean val over seeds at each LR of the runs matching `match`; None if any diverged."""
+    """Mean val over seeds at each LR of the runs matching `match`: math.inf if any seed
+    diverged, None if not run yet."""
     out = []
     for lr in lrs:
         vals = [r["val"] for r in results if r["info"]["lr"] == lr
                 and all(r["info"][k] == v for k, v in match.items())]
-        out.append(None if not vals or any(v is None for v in vals) else sum(vals) / len(vals))
+        out.append(None if not vals else math.inf if any(v is None for v in vals) else sum(vals) / len(vals))
     return out
+
+
+def _cell(x):
+    return "diverged" if x == math.inf else fmt(x)
 
 
 def mup_report(size, results, root):
@@ -317,25 +325,24 @@ def mup_report(size, results, root):
         grids += [f"### {title}: val loss by learning rate ({axis} per row; - = diverged or not run)", "",
                   f"| {axis} | " + " | ".join(f"{lr:.3g}" for lr in lrs) + " |",
                   "|" + " --- |" * (len(lrs) + 1)]
-        grids += [f"| {v} | " + " | ".join(fmt(x) for x in curves[(title, v)][1]) + " |" for v in values]
+        grids += [f"| {v} | " + " | ".join(_cell(x) for x in curves[(title, v)][1]) + " |" for v in values]
         grids.append("")
 
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, (title, mup_on, axis, values, lrs) in zip(axes, panels):
-        finite = [x for v in values for x in curves[(title, v)][1] if x is not None]
+        finite = [x for v in values for x in curves[(title, v)][1] if x not in (None, math.inf)]
         for j, v in enumerate(values):
             lrs_v, curve = curves[(title, v)]
             color = plt.cm.viridis(0.85 * j / max(1, len(values) - 1))  # the last stays visible on white
-            pts = [(lr, x) for lr, x in zip(lrs_v, curve) if x is not None]
+            pts = [(lr, x) for lr, x in zip(lrs_v, curve) if x not in (None, math.inf)]
             if pts:
                 ax.plot(*zip(*pts), marker="o", color=color, label=f"{axis} {v}")
                 best = min(pts, key=lambda p: p[1])
                 ax.plot(*best, marker="*", ms=14, color=color)
             if finite:  # diverged runs: an x at the top of the panel
                 top = min(max(finite), min(finite) + 3)
-                bad = [lr for lr, x in zip(lrs_v, curve) if x is None and any(
-                    r["info"]["lr"] == lr for r in res)]
+                bad = [lr for lr, x in zip(lrs_v, curve) if x == math.inf]
                 ax.plot(bad, [top] * len(bad), "x", color=color)
         ax.set_xscale("log", base=2)
         if finite:
@@ -643,11 +650,18 @@ def precheck(runs):
 
 
 def _git_commit():
+    """The checkout's commit, marked when tracked files differ from it. XMODEL_COMMIT wins: a
+    tree copied onto another machine (gpu_tests/) can carry a .git that is not its own."""
+    if os.environ.get("XMODEL_COMMIT"):
+        return os.environ["XMODEL_COMMIT"]
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return (head + (" + uncommitted changes" if dirty else "")) if head else "unknown"
 
 
 def write_outputs(args, size_name, size, runs, root, results, unfinished, seconds):

@@ -167,6 +167,11 @@ def test_statistics():
     assert (o["index"], o["lr"], o["edge"]) == (1, 2, False)
     assert math.isclose(math.log2(o["lr_fit"]), 1 + (3 - 2) / (2 * 3))  # the parabola's vertex
     assert experiments.optimum([1, 2, 4], [1.0, 2.0, 3.0])["edge"]
-    o = experiments.optimum([1, 2, 4, 8], [None, 2.0, 1.0, None])  # diverged neighbour: no fit
+    inf = math.inf  # a diverged run: worse than any loss, so it brackets the optimum
+    o = experiments.optimum([1, 2, 4, 8], [inf, 2.0, 1.0, inf])  # diverged neighbour: no fit
     assert (o["lr"], o["lr_fit"], o["edge"]) == (4, 4, False)
+    # a neighbour not run yet brackets nothing: the optimum is a bound only
+    assert experiments.optimum([1, 2, 4, 8], [3.0, 2.0, 1.0, None])["edge"]
+    assert experiments.optimum([1, 2, 4, 8], [None, 1.0, 2.0, 3.0])["edge"]
     assert experiments.optimum([1, 2], [None, None]) is None
+    assert experiments.optimum([1, 2], [inf, inf]) is None
