@@ -322,7 +322,7 @@ def mup_report(size, results, root):
 
     grids = []
     for title, mup_on, axis, values, lrs in panels:
-        grids += [f"### {title}: val loss by learning rate ({axis} per row; - = diverged or not run)", "",
+        grids += [f"### {title}: val loss by learning rate ({axis} per row; - = not run yet)", "",
                   f"| {axis} | " + " | ".join(f"{lr:.3g}" for lr in lrs) + " |",
                   "|" + " --- |" * (len(lrs) + 1)]
         grids += [f"| {v} | " + " | ".join(_cell(x) for x in curves[(title, v)][1]) + " |" for v in values]

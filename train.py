@@ -489,8 +489,11 @@ def train_step(run, step) -> StepResult:
     global_batch = schedule.batch_at(step, cfg.global_batch, cfg.batch_ramp)
     accum = global_batch // (cfg.micro_batch * d.world_size)
     loss_sum = torch.zeros((), device=d.device)
-    batches = list(micro_batches(run.data, step, d, accum, cfg.micro_batch, d.device))
-    for (i, x, y, mask), weight in zip(batches, loss_weights(cfg, d, batches)):
+    batches = micro_batches(run.data, step, d, accum, cfg.micro_batch, d.device)
+    if cfg.loss_reduction == "token":  # its weights need every micro-batch's token count first
+        batches = list(batches)
+    # Otherwise a generator: the host reads micro-batch i+1 while the GPU runs micro-batch i.
+    for (i, x, y, mask), weight in zip(batches, loss_weights(cfg, d, batches, accum)):
         with grad_sync(run, last=i == accum - 1):
             with autocast(run):
                 loss = run.model(x, y, loss_mask=mask) * weight
@@ -537,13 +540,13 @@ def train_step(run, step) -> StepResult:
 # ---------------------------------------------------------------------------------------
 # Data: a batch is a pure function of (seed, step, global micro-batch index).
 
-def loss_weights(cfg, d, batches):
+def loss_weights(cfg, d, batches, accum):
     """The factor on each micro-batch's token-mean loss. Gradients are averaged over ranks
     (DDP, FSDP2), so the weights of one rank sum to 1 on average. 'micro_batch': 1 / accum,
     every micro-batch alike (Megatron's default). 'token': its valid-token count x world_size /
     the global batch's (one small all-reduce), which makes the step's loss the token mean."""
     if cfg.loss_reduction == "micro_batch":
-        return [1 / len(batches)] * len(batches)
+        return [1 / accum] * accum
     # The model's rule for a counted position: target >= 0 and loss mask 1.
     counts = torch.stack([((y >= 0) & (True if m is None else m.bool())).sum() for _, _, y, m in batches])
     total = all_reduce(counts.sum().float()).clamp(min=1)
