@@ -412,13 +412,15 @@ class Xmodel(nn.Module):
         n = sum(p.numel() for p in self.parameters())  # the tied weight is listed once
         return n - self.embed.weight.numel() if exclude_embeddings else n
 
-    def flops_per_token(self, seq_len) -> float:
+    def flops_per_token(self, seq_len, causal=False) -> float:
         """Training FLOPs per token, PaLM (arXiv 2204.02311, App. B) / nanoGPT style:
         6N with N = every parameter that does a matmul: the tied embedding included once
         because it is the [d × V] output layer; untied, lm_head counted and the input
         embedding not (a lookup costs nothing). Norm weights are counted (a negligible
-        0.007%). Plus 12·n_layer·n_head·head_dim·seq_len for QKᵀ and AV, counted over the
-        full T×T square (no discount for the causal mask)."""
+        0.007%). Plus 12·n_layer·n_head·head_dim·T for QKᵀ and AV. causal=False counts the
+        full T×T square, as PaLM, nanoGPT and torchtitan do; causal=True only the pairs the
+        mask keeps, (T+1)/2 keys per query on average, as Megatron and FlashAttention count."""
         cfg = self.config
         n = self.num_params(exclude_embeddings=not cfg.tie_embeddings)
-        return 6 * n + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * seq_len
+        keys = (seq_len + 1) / 2 if causal else seq_len
+        return 6 * n + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * keys

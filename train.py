@@ -1013,6 +1013,15 @@ def score_tasks(run, path):
     return scores
 
 
+def _mfu_text(cfg, run, meter):
+    """Both attention counts and which peak, so the figure compares with published ones."""
+    if not meter.mfu:
+        return "-"
+    causal = meter.mfu * run.raw_model.flops_per_token(cfg.seq_len, causal=True) / meter.flops_per_token
+    source = "peak_tflops" if cfg.peak_tflops else "datasheet dense bf16"
+    return f"{meter.mfu:.1%} / {causal:.1%} of {meter.peak:g} TFLOP/s ({source})"
+
+
 def default_peak_tflops(device):
     if device.type != "cuda":
         return None  # no meaningful CPU peak
@@ -1169,7 +1178,7 @@ def write_report(cfg, run, meter, last_step):
             rows.append((f"{key[5:]} (step {tasks[-1]['step']}, {cfg.eval_tasks_limit or 'all'} items/task)", f"{v:.2f}"))
     rows += [("tokens this run", f"{meter.tokens_run:,}"),
              ("throughput", f"{meter.tokens_run / max(seconds, 1e-9):,.0f} tokens/s"),
-             ("MFU", f"{meter.mfu:.1%}" if meter.mfu else "-"),
+             ("MFU, last log interval (attention full / causal-only)", _mfu_text(cfg, run, meter)),
              ("wall time", _fmt_time(seconds)),
              ("skipped (non-finite) updates", str(run.monitor.skipped)),
              ("model", f"{run.raw_model.num_params():,} parameters ({cfg.model_preset})"),

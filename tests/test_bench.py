@@ -28,3 +28,11 @@ def test_unknown_loss_backend_is_named_with_the_choices():
     proc = run_bench(["--loss-impl", "fused"])
     assert proc.returncode != 0
     assert proc.stderr.strip() == "error: loss_impl='fused' is not one of 'chunked', 'liger', 'cce'"
+
+
+def test_datasheet_peak_is_known_for_the_gpus_it_reports_against():
+    sys.path.insert(0, str(ROOT))
+    import bench
+    assert bench.datasheet_peak_tflops("NVIDIA H200") == 989.0
+    assert bench.datasheet_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert bench.datasheet_peak_tflops("NVIDIA A10G") is None  # unknown: no datasheet MFU, not a guess

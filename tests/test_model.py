@@ -331,6 +331,8 @@ def test_flops_per_token_is_6n_plus_the_attention_term():
         model = Xmodel(model_config("xmodel-2.5"))
     # 6 · 1,350,059,520 + 12 · 48 layers · 24 heads · 64 · 3712 tokens
     assert model.flops_per_token(3712) == 6 * 1_350_059_520 + 12 * 48 * 1536 * 3712
+    # causal-only: query i sees i + 1 keys, (T + 1) / 2 on average
+    assert model.flops_per_token(3712, causal=True) == 6 * 1_350_059_520 + 12 * 48 * 1536 * 3713 / 2
 
 
 class FakeFusedLoss:

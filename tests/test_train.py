@@ -5,6 +5,7 @@ reloads on a different number of processes."""
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -84,6 +85,16 @@ def test_tiny_run_loss_falls_and_writes_everything(dataset, tmp_path):
     assert train.load_config(str(out / "config.json")).max_steps == 40
     report = (out / "report.md").read_text()
     assert "final train loss" in report and "loss.png" in report and (out / "loss.png").exists()
+    assert "| MFU, last log interval (attention full / causal-only) | - |" in report  # CPU: no peak
+
+
+def test_report_gives_mfu_with_both_attention_counts_and_its_peak(dataset, tmp_path):
+    out = tmp_path / "run"
+    run_inprocess(tiny_args(dataset, out, max_steps=2, warmup_steps=1, peak_tflops=1e-3))
+    row = next(l for l in (out / "report.md").read_text().splitlines() if l.startswith("| MFU"))
+    full, causal = [float(x) for x in re.findall(r"([0-9.]+)% ", row)[:2]]
+    # seq 32: the causal count drops (32 - 16.5) of the 12·L·H·hd·32 attention term, so it is lower
+    assert 0 < causal < full and "of 0.001 TFLOP/s (peak_tflops)" in row
 
 
 def test_learning_rate_and_batch_follow_the_schedule(dataset, tmp_path):
