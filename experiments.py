@@ -36,12 +36,14 @@ MUP_SIZES = {
                     lrs_mup=[2.0 ** k for k in range(-10, -4)], lrs_sp=[2.0 ** k for k in range(-13, -7)],
                     depth_width=256, depths=(4, 8, 16),
                     train=dict(max_steps=250, global_batch=8, micro_batch=8, seq_len=1024)),
-    # The full protocol: 4 widths, 8 LRs each, 2 seeds, the proxy's HPO budget of 500 steps x
-    # 24 x 2048 (24.6M tokens per run, RECIPE §1), depths 4-16: ~3 h on one H200.
+    # The full protocol: 4 widths to 2048, 8 LRs each, 2 seeds, depths 4-16, at the default's
+    # 2.0M tokens per run: ~40 min on one H200, in parts (--time-limit). The proxy's HPO budget
+    # (500 steps x 24 x 2048, 24.6M tokens per run, RECIPE §1) is 12x that: add --set max_steps=500
+    # --set global_batch=24 --set micro_batch=12 --set seq_len=2048 (~3 h).
     "full": dict(widths=(256, 512, 1024, 2048), n_layer=4, head_dim=64, seeds=(1, 2),
-                 lrs_mup=[2.0 ** k for k in range(-11, -3)], lrs_sp=[2.0 ** k for k in range(-14, -6)],
+                 lrs_mup=[2.0 ** k for k in range(-11, -3)], lrs_sp=[2.0 ** k for k in range(-15, -7)],
                  depth_width=256, depths=(4, 8, 12, 16),
-                 train=dict(max_steps=500, global_batch=24, micro_batch=12)),
+                 train=dict(max_steps=250, global_batch=8, micro_batch=8, seq_len=1024)),
     # Seconds on a CPU (tests): 2 widths, 3 LRs, 3 steps.
     "toy": dict(widths=(32, 64), n_layer=2, head_dim=16, seeds=(1,),
                 lrs_mup=[2.0 ** k for k in range(-7, -4)], lrs_sp=[2.0 ** k for k in range(-7, -4)],
