@@ -1277,7 +1277,8 @@ class StopSignal:
 
 # BaseException, as KeyboardInterrupt: raised from a signal handler at any line, they must
 # pass unchanged through code that catches Exception: checkpoint.save turns it into "saving
-# failed", torch.compile's tracer into InternalTorchDynamoError (torch/_dynamo/convert_frame.py).
+# failed", torch.compile into its own error (an InductorError traceback for a Ctrl-C while
+# step 1 compiled, when StepInterrupted was an Exception).
 class StepInterrupted(BaseException):
     """The first stop signal inside a droppable step: drop the step, checkpoint the one before."""
 

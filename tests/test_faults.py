@@ -255,6 +255,26 @@ def test_a_sigint_in_the_muon_switch_step_checkpoints_the_switch_and_resume_is_e
                                                                         (5, "stopped_by_signal")]
 
 
+def test_a_sigint_while_step_1_compiles_stops_at_once(dataset, tmp_path, monkeypatch):
+    # torch.compile re-raises an Exception from inside its compiler as its own error; the stop
+    # signal's exception must pass through unchanged. aot_eager: no C++ compiler needed.
+    real_compile, aot_eager, sent = torch.compile, torch._dynamo.lookup_backend("aot_eager"), []
+
+    def backend(graph, example_inputs):
+        if not sent:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return aot_eager(graph, example_inputs)
+    monkeypatch.setattr(torch, "compile", lambda fn, *args, **kw: real_compile(fn, backend=backend))
+    out = tmp_path / "run"
+    try:
+        assert run_inprocess(tiny_args(dataset, out, max_steps=4, compile=True))["step"] == 0
+    finally:
+        torch._dynamo.reset()  # no half-compiled graphs for the tests after this one
+    assert sent and records(out, "event")[-1]["partial_step_discarded"] is True
+    assert_loadable(out, 0)
+
+
 def test_a_dropped_step_gives_back_the_random_numbers_it_drew(dataset, tmp_path, monkeypatch):
     # Nothing in the recipe's loop draws random numbers (no dropout); a forward that does (a
     # random factor on the loss) has drawn for micro-batch 0 when the signal drops the step.
