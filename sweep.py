@@ -212,8 +212,8 @@ def _run_once(task):
 
 
 def _worker(tasks, results, slot, threads):
-    # SIGTERM between runs is ignored (train.py handles it during a run: finish the step,
-    # checkpoint, return); the parent sends it again until the worker is idle.
+    # SIGTERM between runs is ignored (train.py handles it during a run: stop, at once in a
+    # single process, checkpoint the last completed step, return); the parent sends it again until the worker is idle.
     # SIGINT likewise: Ctrl-C reaches every process of the terminal, and the parent stops the
     # sweep itself.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

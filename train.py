@@ -419,7 +419,7 @@ def train(cfg: Config):
 
 
 def run_phase(cfg: Config):
-    """From setup to max_steps, or to the step after a SIGTERM/SIGINT (checkpointed)."""
+    """From setup to max_steps, or until a SIGTERM/SIGINT (checkpointed: see StopSignal)."""
     with StopSignal() as stop:
         run = setup(cfg, stop)
         d, step, last_val = run.d, run.start_step, None
@@ -430,7 +430,15 @@ def run_phase(cfg: Config):
             run.model.train()
             while step < cfg.max_steps:
                 t0 = time.time()
-                result = train_step(run, step)
+                try:
+                    result = train_step(run, step)
+                except StepInterrupted:  # a signal in the micro-batch loop: this step never happened
+                    save_checkpoint(run, step)
+                    logger.log({"kind": "event", "step": step, "event": "stopped_by_signal",
+                                "partial_step_discarded": True},
+                               f"stopped by signal during step {step + 1}: that partial step was "
+                               f"discarded, the checkpoint is step {step}; continue with --init_from=resume")
+                    break
                 step += 1
                 meter.add(result.loss, result.global_batch * cfg.seq_len, time.time() - t0)
                 logger.advance(1, result.loss)
@@ -447,17 +455,15 @@ def run_phase(cfg: Config):
                         logger.log({"kind": "val", "step": step, "val_loss": last_val}, f"step {step}: val "
                                    + ", ".join(f"{k} {v:.4f}" for k, v in last_val.items()))
                     if result.stop_requested or end or (cfg.ckpt_interval and step % cfg.ckpt_interval == 0):
-                        path = checkpoint.save(cfg, step, run.model, run.raw_model, run.opt, d,
-                                               run.fsdp, run.data.tokenizer_meta)
-                        logger.log({"kind": "checkpoint", "step": step, "path": path},
-                                   f"step {step}: checkpoint {path}")
+                        path = save_checkpoint(run, step)
                         if cfg.eval_tasks and not result.stop_requested:
                             scores = score_tasks(run, path)
                             logger.log({"kind": "eval_tasks", "step": step,
                                         **{f"eval/{k}": v for k, v in scores.items()}},
                                        f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
                 if result.stop_requested:
-                    logger.log({"kind": "event", "step": step, "event": "stopped_by_signal"},
+                    logger.log({"kind": "event", "step": step, "event": "stopped_by_signal",
+                                "partial_step_discarded": False},
                                f"stopped by signal after step {step}; continue with --init_from=resume")
                     break
     if d.master and step == cfg.max_steps:
@@ -465,6 +471,14 @@ def run_phase(cfg: Config):
     if dist.is_initialized():
         dist.destroy_process_group()
     return {"step": step, "train_loss": meter.last_loss, "val_loss": last_val}
+
+
+def save_checkpoint(run, step):
+    """Checkpoint `step` (steps done) through checkpoint.save, logged -> the step dir."""
+    path = checkpoint.save(run.cfg, step, run.model, run.raw_model, run.opt, run.d, run.fsdp,
+                           run.data.tokenizer_meta)
+    run.logger.log({"kind": "checkpoint", "step": step, "path": path}, f"step {step}: checkpoint {path}")
+    return path
 
 
 class StepResult(NamedTuple):
@@ -478,7 +492,8 @@ class StepResult(NamedTuple):
 def train_step(run, step) -> StepResult:
     """Optimizer step `step` (global): the AdamW -> Muon switch when due, the LR, gradient
     accumulation over this rank's micro-batches, clipping, and the update unless the loss or
-    the gradient norm is non-finite. One host sync: the .tolist() below."""
+    the gradient norm is non-finite. One host sync: the .tolist() below. A stop signal in a
+    single process's micro-batch loop raises StepInterrupted, with the step undone."""
     cfg, d, opt, log = run.cfg, run.d, run.opt, run.logger.log
     if muon_wanted(cfg, step) and not opt.muon_active:
         opt.switch_to_muon()
@@ -488,21 +503,23 @@ def train_step(run, step) -> StepResult:
     lr = opt.set_lr(run.lr_schedule, step)
     global_batch = schedule.batch_at(step, cfg.global_batch, cfg.batch_ramp)
     accum = global_batch // (cfg.micro_batch * d.world_size)
-    loss_sum = torch.zeros((), device=d.device)
     batches = micro_batches(run.data, step, d, accum, cfg.micro_batch, d.device)
     if cfg.loss_reduction == "token":  # its weights need every micro-batch's token count first
         batches = list(batches)
     # Otherwise a generator: the host reads micro-batch i+1 while the GPU runs micro-batch i.
-    for (i, x, y, mask), weight in zip(batches, loss_weights(cfg, d, batches, accum)):
-        with grad_sync(run, last=i == accum - 1):
-            with autocast(run):
-                loss = run.model(x, y, loss_mask=mask) * weight
-            loss.backward()
-        if run.fp8_report is not None and d.world_size > 1:
-            # Native FP8: ranks share one delayed-scaling state from each micro-batch on, as TE
-            # reduces the amaxes at every (outermost) FP8 autocast exit; one small all-reduce.
-            fp8.sync_amax_history(run.raw_model)
-        loss_sum += loss.detach().float()
+    # Until opt.step() one process changes nothing but the gradients and the RNG streams, so a
+    # stop signal in the micro-batch loop drops the step at once (StopSignal): on a CPU a step
+    # of many micro-batches takes minutes. Not under FSDP2 (its hooks shard and unshard
+    # mid-step), nor with FP8, whose delayed scaling moves the amax histories in every forward.
+    droppable = d.world_size == 1 and not run.fsdp and run.fp8_report is None
+    rng = checkpoint.rng_state() if droppable else None  # 0.1 ms on a CPU
+    try:
+        with run.stop.droppable_step(droppable):
+            loss_sum = accumulate_gradients(run, batches, accum)
+    except StepInterrupted:
+        opt.zero_grad()  # the partial gradients
+        checkpoint.set_rng_state(rng)  # as the step found it: the checkpoint continues from there
+        raise
     grad_norm = opt.clip_grad_norm(cfg.grad_clip)
     # One small all-reduce (mean loss over ranks + "stop requested anywhere") and one host
     # sync per step: deciding to skip a non-finite update needs the value on the host.
@@ -535,6 +552,23 @@ def train_step(run, step) -> StepResult:
             f"step {step}: loss spike {loss:.4f} (recent mean {mean:.4f}, std {std:.4f}); "
             f"data: Mixture.get_batch(step={step}, micro_step=0..{accum * d.world_size - 1})")
     return StepResult(loss, lr, gnorm, global_batch, stop_votes > 0)
+
+
+def accumulate_gradients(run, batches, accum):
+    """Forward and backward over this rank's `accum` micro-batches -> the sum of their weighted
+    losses."""
+    d, loss_sum = run.d, torch.zeros((), device=run.d.device)
+    for (i, x, y, mask), weight in zip(batches, loss_weights(run.cfg, d, batches, accum)):
+        with grad_sync(run, last=i == accum - 1):
+            with autocast(run):
+                loss = run.model(x, y, loss_mask=mask) * weight
+            loss.backward()
+        if run.fp8_report is not None and d.world_size > 1:
+            # Native FP8: ranks share one delayed-scaling state from each micro-batch on, as TE
+            # reduces the amaxes at every (outermost) FP8 autocast exit; one small all-reduce.
+            fp8.sync_amax_history(run.raw_model)
+        loss_sum += loss.detach().float()
+    return loss_sum
 
 
 # ---------------------------------------------------------------------------------------
@@ -1196,12 +1230,27 @@ def write_report(cfg, run, meter, last_step):
 # Signals and the command line.
 
 class StopSignal:
-    """While entered, SIGTERM/SIGINT set a flag: the loop finishes its step, checkpoints and
-    exits 0 (a second SIGINT aborts at once: Aborted). On exit the previous handlers are back,
-    however the run ended (train() called in-process: tests, notebooks)."""
+    """While entered, the first SIGTERM or SIGINT stops the run with a checkpoint of the last
+    completed step, one line saying how to continue, and exit 0; a second SIGINT aborts at
+    once without one (Aborted, exit 130). On exit the previous handlers are back, however the
+    run ended (train() called in-process: tests, notebooks).
+
+    When the first signal acts:
+    - inside a droppable_step() (a single process's micro-batch loop, see train_step): at
+      once. The handler raises StepInterrupted, and run_phase checkpoints the step before,
+      as a resumed run must redo this one whole. A signal that came earlier, after the loop
+      (optimizer update, eval, checkpoint writing), drops the next step as it starts.
+    - anywhere else, and always under several processes (DDP, FSDP2): it sets `requested`;
+      the step in progress ends with its update and the run stops after it. The ranks agree
+      on that at the step's end (train_step's all-reduce): one rank cannot leave the others
+      waiting inside a collective.
+    SIGTERM acts as SIGINT does: a preemption's grace period is better spent saving than
+    finishing a step. Python runs a handler between bytecodes only, so inside one long C++
+    call (a big backward) the signal waits until the call returns."""
 
     def __init__(self):
         self.requested = False
+        self.drop_step = False  # in a droppable_step(): the handler raises StepInterrupted
         self.previous = {}
 
     def __enter__(self):
@@ -1212,17 +1261,42 @@ class StopSignal:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
+    @contextlib.contextmanager
+    def droppable_step(self, droppable=True):
+        """Around work that a signal may abandon (droppable=False: nothing changes)."""
+        if droppable and self.requested:
+            raise StepInterrupted
+        self.drop_step = droppable
+        try:
+            yield
+        finally:
+            self.drop_step = False
+
     def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise Aborted("aborted by a second SIGINT: nothing saved since the last checkpoint")
-        self.requested = True
+        if self.requested:
+            if signum == signal.SIGINT:
+                raise Aborted("aborted by a second SIGINT: nothing saved since the last checkpoint")
+            return  # SIGTERM again (sweep.py repeats it every 0.5 s): already stopping
+        self.requested, now, self.drop_step = True, self.drop_step, False
         from tqdm import tqdm  # tqdm.write: above a progress bar, never inside it
-        tqdm.write(f"[train] got {signal.Signals(signum).name}: checkpointing after this step"
+        tqdm.write(f"[train] got {signal.Signals(signum).name}: "
+                   + ("stopping now: the unfinished step is discarded, the last completed one "
+                      "checkpointed" if now else "checkpointing after this step")
                    + (" (Ctrl-C again aborts now, without a checkpoint)" if signum == signal.SIGINT else ""))
         sys.stdout.flush()
+        if now:
+            raise StepInterrupted
 
 
-class Aborted(Exception):
+# BaseException, as KeyboardInterrupt: raised from a signal handler at any line, they must
+# pass unchanged through code that catches Exception: checkpoint.save turns it into "saving
+# failed", torch.compile into its own error (an InductorError traceback for a Ctrl-C while
+# step 1 compiled, when StepInterrupted was an Exception).
+class StepInterrupted(BaseException):
+    """The first stop signal inside a droppable step: drop the step, checkpoint the one before."""
+
+
+class Aborted(BaseException):
     """A second SIGINT (or one before the loop started): stop at once, one line, exit 130."""
 
 

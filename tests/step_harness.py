@@ -66,10 +66,10 @@ def step_gradients(micro_batch, data, d=None, histories=None, steps=1, **cfg):
         grads.update({n: p.grad.clone() for n, p in raw.named_parameters()})
         real_step()
     opt.step = step
-    run = types.SimpleNamespace(
+    run = types.SimpleNamespace(  # stop: a StopSignal never entered installs no handlers
         cfg=cfg, d=d, opt=opt, model=model, raw_model=raw, data=data, fsdp=False,
         dtype=torch.float32, fp8_report=report, monitor=train.Monitor(cfg),
-        stop=types.SimpleNamespace(requested=False), logger=types.SimpleNamespace(log=lambda *a: None),
+        stop=train.StopSignal(), logger=types.SimpleNamespace(log=lambda *a: None),
         lr_schedule=schedule.WSD(start_step=0, max_steps=10, learning_rate=1e-3))
     for step in range(steps):
         result = train.train_step(run, step)

@@ -110,8 +110,10 @@ def written_paths(argv):
         config = (ROOT / args[0]).read_text()
         out_dir = _option(args, "--out_dir") or re.search(r'^out_dir = "([^"]+)"', config, re.M).group(1)
         return [out_dir + "/report.md"]
-    # bench_prepare.py writes to a temp folder; mfu_both_ways.py only prints
-    if script in ("sample.py", "bench_prepare.py", "docs/measurements/mfu_both_ways.py"):
+    # bench_prepare.py writes to a temp folder; mfu_both_ways.py only prints; sigint_latency.py
+    # deletes what it writes under out/
+    if script in ("sample.py", "bench_prepare.py", "docs/measurements/mfu_both_ways.py",
+                  "docs/measurements/sigint_latency.py"):
         return []
     if script in ("bench.py", "gpu_tests/fp8_check.py", "gpu_tests/muon_bench.py"):
         return [_option(args, "--json")] if _option(args, "--json") else []

@@ -1,10 +1,12 @@
 """Fault injection on CPU: a run SIGKILLed at a random step or in the middle of a
-checkpoint write, a full disk, a corrupted or truncated shard, ids outside the model's vocabulary,
-a missing mixture source, a NaN in a gradient, a loss spike, and configs that cannot run. Each
-test injects one fault and checks that nothing was lost: the previous checkpoint loads, a resume
-reproduces the uninterrupted run's losses bitwise, or the run stops before any work with an
-error naming the culprit and the fix. (SIGTERM resume, N non-finite steps in a row, a checkpoint
-of another model shape and the config checks themselves are in test_train.py / test_config.py.)"""
+checkpoint write, a full disk, SIGINT/SIGTERM inside a step, during its update, in the AdamW ->
+Muon switch step or (twice) while saving, a corrupted or truncated shard, ids outside the model's
+vocabulary, a missing mixture source, a NaN in a gradient, a loss spike, and configs that cannot
+run. Each test injects one fault and checks that nothing was lost: the previous checkpoint loads,
+a resume reproduces the uninterrupted run's losses bitwise, or the run stops before any work with
+an error naming the culprit and the fix. (SIGTERM to a train.py process, N non-finite steps in a
+row, a checkpoint of another model shape and the config checks themselves are in test_train.py /
+test_config.py.)"""
 import errno
 import glob
 import json
@@ -167,6 +169,179 @@ def test_disk_full_while_saving_is_a_clear_error_and_the_previous_checkpoint_sta
     monkeypatch.setattr(torch, "save", real_save)  # space freed: resume loses nothing
     run_inprocess(tiny_args(dataset, out, init_from="resume", **RUN))
     assert losses(out) == reference[0]
+
+
+# ----------------------------------------------------------------------------- stop signals
+
+ACCUM = 4  # micro-batches per step in tiny_args (global_batch 8 / micro_batch 2)
+
+
+def signal_in_forward(monkeypatch, step, sig=signal.SIGINT):
+    """Send `sig` to this process once, from the training forward of micro-batch 1 of step
+    `step` (0-based): micro-batch 0's gradients are accumulated, the update is not done."""
+    real, calls = train.model_lib.Xmodel.forward, []
+
+    def forward(self, *args, **kwargs):
+        if self.training:
+            calls.append(1)
+            if len(calls) == step * ACCUM + 2:
+                os.kill(os.getpid(), sig)
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(train.model_lib.Xmodel, "forward", forward)
+
+
+def adamw_steps(out_dir, step):
+    """How many updates the AdamW state of checkpoint `step` has seen."""
+    state = torch.load(out_dir / "ckpt" / f"step_{step:08d}" / "train_state.pt", weights_only=False)
+    return {float(s["step"]) for s in state["optimizers"][0]["state"].values()}
+
+
+def test_a_sigint_inside_a_step_stops_before_its_update_and_resume_is_exact(
+        dataset, tmp_path, monkeypatch, capsys, reference):
+    signal_in_forward(monkeypatch, 9)  # during step 10 (1-based)
+    out = tmp_path / "run"
+    assert run_inprocess(tiny_args(dataset, out, **RUN))["step"] == 9
+    assert_loadable(out, 9)
+    assert adamw_steps(out, 9) == {9.0} and max(losses(out)) == 9  # step 10's update never ran
+    printed = capsys.readouterr().out.splitlines()
+    assert ("[train] got SIGINT: stopping now: the unfinished step is discarded, the last completed "
+            "one checkpointed (Ctrl-C again aborts now, without a checkpoint)") in printed
+    run_inprocess(tiny_args(dataset, out, init_from="resume", **RUN))
+    ref_losses, ref_val = reference
+    assert losses(out) == ref_losses  # bitwise
+    assert records(out, "val")[-1] == ref_val[-1]
+
+
+def test_a_sigterm_inside_a_step_acts_at_once_and_says_the_partial_step_was_discarded(
+        dataset, tmp_path, monkeypatch, capsys):
+    signal_in_forward(monkeypatch, 2, signal.SIGTERM)  # preemption: the grace period saves
+    real_save = torch.save
+
+    def save(obj, path, *args, **kw):  # SIGTERM again while saving (as sweep.py repeats it)
+        if str(path).endswith("train_state.pt"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_save(obj, path, *args, **kw)
+    monkeypatch.setattr(torch, "save", save)
+    out = tmp_path / "run"
+    assert run_inprocess(tiny_args(dataset, out, max_steps=6))["step"] == 2
+    printed = capsys.readouterr().out.splitlines()
+    assert [line for line in printed if line.startswith("[train] got")] == [
+        "[train] got SIGTERM: stopping now: the unfinished step is discarded, the last completed "
+        "one checkpointed"]  # one line: the repeated SIGTERM changes nothing
+    assert printed[-2:] == [f"step 2: checkpoint {out / 'ckpt' / 'step_00000002'}",
+                            "stopped by signal during step 3: that partial step was discarded, the "
+                            "checkpoint is step 2; continue with --init_from=resume"]
+    assert records(out, "event") == [{"kind": "event", "step": 2, "event": "stopped_by_signal",
+                                      "partial_step_discarded": True}]
+    assert not (out / "report.md").exists()  # the run is not finished
+
+
+@pytest.mark.parametrize("reset_adamw", [True, False])
+def test_a_sigint_in_the_muon_switch_step_checkpoints_the_switch_and_resume_is_exact(
+        dataset, tmp_path, monkeypatch, reset_adamw):
+    # The switch is done at the start of step 6, before its micro-batches: the checkpoint of
+    # step 5 then holds AdamW+Muon with fresh Muon momentum, which a resume continues from.
+    run = dict(max_steps=10, muon_switch_step=5, ckpt_interval=4, muon_reset_adamw_state=reset_adamw)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run_inprocess(tiny_args(dataset, full, **run))
+    with monkeypatch.context() as m:
+        signal_in_forward(m, 5)
+        assert run_inprocess(tiny_args(dataset, cut, **run))["step"] == 5
+    state = torch.load(cut / "ckpt" / "step_00000005" / "train_state.pt", weights_only=False)
+    assert state["muon_active"] and state["optimizers"][1]["state"] == {}  # switched, no Muon update
+    run_inprocess(tiny_args(dataset, cut, init_from="resume", **run))
+    assert losses(cut) == losses(full)  # bitwise
+    assert [(e["step"], e["event"]) for e in records(cut, "event")] == [(5, "muon_switch"),
+                                                                        (5, "stopped_by_signal")]
+
+
+def test_a_sigint_while_step_1_compiles_stops_at_once(dataset, tmp_path, monkeypatch):
+    # torch.compile re-raises an Exception from inside its compiler as its own error; the stop
+    # signal's exception must pass through unchanged. aot_eager: no C++ compiler needed.
+    real_compile, aot_eager, sent = torch.compile, torch._dynamo.lookup_backend("aot_eager"), []
+
+    def backend(graph, example_inputs):
+        if not sent:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return aot_eager(graph, example_inputs)
+    monkeypatch.setattr(torch, "compile", lambda fn, *args, **kw: real_compile(fn, backend=backend))
+    out = tmp_path / "run"
+    try:
+        assert run_inprocess(tiny_args(dataset, out, max_steps=4, compile=True))["step"] == 0
+    finally:
+        torch._dynamo.reset()  # no half-compiled graphs for the tests after this one
+    assert sent and records(out, "event")[-1]["partial_step_discarded"] is True
+    assert_loadable(out, 0)
+
+
+def test_a_dropped_step_gives_back_the_random_numbers_it_drew(dataset, tmp_path, monkeypatch):
+    # Nothing in the recipe's loop draws random numbers (no dropout); a forward that does (a
+    # random factor on the loss) has drawn for micro-batch 0 when the signal drops the step.
+    real = train.model_lib.Xmodel.forward
+
+    def noisy_forward(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        return out * (1 + 0.1 * torch.rand(())) if self.training and out.dim() == 0 else out
+    monkeypatch.setattr(train.model_lib.Xmodel, "forward", noisy_forward)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run_inprocess(tiny_args(dataset, full, max_steps=6))
+    with monkeypatch.context() as m:
+        signal_in_forward(m, 3)
+        assert run_inprocess(tiny_args(dataset, cut, max_steps=6))["step"] == 3
+    run_inprocess(tiny_args(dataset, cut, max_steps=6, init_from="resume"))
+    assert losses(cut) == losses(full)  # bitwise
+
+
+def test_a_sigint_during_the_update_lets_it_finish_and_drops_the_next_step(
+        dataset, tmp_path, monkeypatch, capsys, reference):
+    real, calls = train.Optimizers.step, []
+
+    def step(self):  # the signal lands after the step's stop vote, before its update
+        calls.append(1)
+        if len(calls) == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        real(self)
+    monkeypatch.setattr(train.Optimizers, "step", step)
+    out = tmp_path / "run"
+    assert run_inprocess(tiny_args(dataset, out, **RUN))["step"] == 7
+    assert adamw_steps(out, 7) == {7.0} and len(calls) == 7  # step 7 updated, step 8 dropped
+    assert ("[train] got SIGINT: checkpointing after this step (Ctrl-C again aborts now, without a "
+            "checkpoint)") in capsys.readouterr().out.splitlines()
+    monkeypatch.undo()
+    run_inprocess(tiny_args(dataset, out, init_from="resume", **RUN))
+    assert losses(out) == reference[0]
+
+
+def test_an_fp8_step_is_never_dropped_it_finishes_then_stops(dataset, tmp_path, monkeypatch, capsys):
+    # FP8's amax histories move in every forward: a dropped step would leave them ahead.
+    signal_in_forward(monkeypatch, 2)
+    out = tmp_path / "run"
+    assert run_inprocess(tiny_args(dataset, out, max_steps=6, fp8=True, fp8_emulate=True))["step"] == 3
+    assert adamw_steps(out, 3) == {3.0}
+    assert "[train] got SIGINT: checkpointing after this step" in capsys.readouterr().out
+    assert records(out, "event")[-1]["partial_step_discarded"] is False
+
+
+def test_a_second_sigint_while_saving_aborts_in_one_line_and_keeps_the_previous_checkpoint(
+        dataset, tmp_path, monkeypatch, capsys, reference):
+    signal_in_forward(monkeypatch, 6)  # the first: step 7 dropped, step 6 being saved ...
+    real_save = torch.save
+
+    def save(obj, path, *args, **kw):
+        if ".tmp_step_00000006" in str(path) and str(path).endswith("train_state.pt"):
+            os.kill(os.getpid(), signal.SIGINT)  # ... when the second comes
+        return real_save(obj, path, *args, **kw)
+    monkeypatch.setattr(torch, "save", save)
+    out = tmp_path / "run"
+    assert train.main(tiny_args(dataset, out, **RUN)) == 130
+    assert capsys.readouterr().err == ("[train] aborted by a second SIGINT: nothing saved since the "
+                                       "last checkpoint\n")
+    assert_loadable(out, 4)
+    monkeypatch.undo()
+    run_inprocess(tiny_args(dataset, out, init_from="resume", **RUN))
+    assert losses(out) == reference[0]
+    assert not glob.glob(str(out / "ckpt" / ".tmp_*"))
 
 
 # ----------------------------------------------------------------------------- bad data
