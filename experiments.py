@@ -93,8 +93,9 @@ PRECISIONS = {  # train.py keys of each arm of the FP8 experiment (RECIPE §4)
 }
 
 # Every size: only the final val pass unless a run says otherwise, one log line per 10 steps,
-# no checkpoint before the end (sweep.py deletes it once the result is written).
-COMMON = dict(eval_interval=0, log_interval=10, ckpt_interval=0, keep_last=1)
+# no checkpoint unless stopped part-way (the result is in metrics.jsonl; at width 2048 a final
+# checkpoint is 5.8 GB and ~17 s), except the stable phase the decays start from.
+COMMON = dict(eval_interval=0, log_interval=10, ckpt_interval=0, keep_last=1, save_final=False)
 
 
 def shape(width, n_layer, head_dim):
@@ -147,7 +148,8 @@ def predict(run, n_sources):
     evals = steps // o["eval_interval"] if o.get("eval_interval") else 1
     eval_s = evals * n_sources * o.get("eval_steps", 8) * o["micro_batch"] * seq * us * 1e-6 / 3
     params = vocab * width + n_layer * 13 * width * width  # close enough for the checkpoint size
-    return steps * step_s + eval_s, RUN_S + 12 * params / CKPT_BYTES_PER_S
+    ckpt_s = 12 * params / CKPT_BYTES_PER_S if o.get("save_final", True) else 0.0
+    return steps * step_s + eval_s, RUN_S + ckpt_s
 
 
 def plan(runs, workers, n_sources):
@@ -378,6 +380,7 @@ def muon_runs(size, common, root):
     import train
     stable_lr = train.load_config(PROXY).learning_rate  # the stable phase runs config/proxy.py's
     stable = sweep.Run("stable", PROXY, {**common, "model_overrides": mo, "max_steps": size["stable_steps"],
+                                         "save_final": True,
                                          "eval_interval": max(1, size["stable_steps"] // 4)},
                        info=dict(phase="stable"), keep_checkpoint=True)  # the decays start from it
     runs = [stable]
@@ -389,6 +392,7 @@ def muon_runs(size, common, root):
                 keys = {**common, "model_overrides": mo, "init_from": os.path.join(root, "runs", "stable"),
                         "learning_rate": stable_lr / cond["lr_divisor"], "seed": seed,
                         "eval_interval": max(1, length // 2), **decay_keys(start, length)}
+                keys["update_rms_step"] = start  # both arms log their update RMS per role there
                 if arm == "muon":
                     keys["muon_switch_step"] = start  # Muon from the first decay step
                 if size.get("decay_data"):
@@ -443,18 +447,23 @@ def muon_report(size, results, root):
                     verdicts.append(f"- {cond['name']} (decay LR = stable / {cond['lr_divisor']}, "
                                     f"{cond['decay_steps']} steps): Muon - AdamW = {m:+.4f} nats {ci} over "
                                     f"{len(d)} seeds: {better}")
-        for step in sorted({u["step"] for r in by_arm["muon"].values() for u in r["update_rms"]}):
-            rec = [u for r in by_arm["muon"].values() for u in r["update_rms"] if u["step"] == step]
-            rms_rows.append(f"| {cond['name']} | {step} | " + " | ".join(
-                _sci([u[k] for u in rec if k in u]) for k in ("update_rms_adamw", "update_rms_muon")) + " |")
+        steps = sorted({u["step"] for runs in by_arm.values() for r in runs.values() for u in r["update_rms"]})
+        for step in steps:
+            cells = []
+            for key in ("update_rms_matrix", "update_rms_embedding"):
+                for arm in ("adamw", "muon"):
+                    cells.append(_sci([u[key] for r in by_arm[arm].values() for u in r["update_rms"]
+                                       if u["step"] == step and key in u]))
+            rms_rows.append(f"| {cond['name']} | {step} | " + " | ".join(cells) + " |")
     lines = table + [""] + diffs + [
         "", "## Verdict", "", *verdicts, "",
-        "## Update RMS right after the switch (Muon arm, mean ± std over seeds)", "",
-        "train.py logs each optimizer's update RMS for 5 steps on each side of `muon_switch_step`. "
-        "The switch is the decay's first step, so only the steps after it fall in this phase; the "
-        "AdamW arm has no switch and logs none.", "",
-        "| condition | step | AdamW (embedding, norms) | Muon (hidden matrices) |",
-        "| --- | --- | --- | --- |", *rms_rows, "", "![decay curves](muon.png)", ""]
+        "## Update RMS in the first decay steps (mean ± std over seeds)", "",
+        "train.py logs the update RMS of each parameter role, whichever optimizer holds it, for 5 "
+        "steps on each side of `update_rms_step`, here the decay's first step in both arms (only "
+        "the steps after it fall in this phase). Hidden matrices: AdamW in one arm, Muon in the other; "
+        "the embedding is on AdamW in both.", "",
+        "| condition | step | matrices, AdamW arm | matrices, Muon arm | embedding, AdamW arm | embedding, Muon arm |",
+        "| --- | --- | --- | --- | --- | --- |", *rms_rows, "", "![decay curves](muon.png)", ""]
 
     plt = _plt()
     fig, (ax_c, ax_d) = plt.subplots(1, 2, figsize=(12, 4.2))

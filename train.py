@@ -111,6 +111,8 @@ class Config:
     #                                      with fresh state: the decay's --no-load-optim
     muon_split_fused: bool = False  # ablation: orthogonalize q/k/v and gate/up separately
     #                                 (the recipe keeps the fused matrices whole, RECIPE §2)
+    update_rms_step: Optional[int] = None  # log each parameter role's update RMS for 5 steps on
+    #                                        each side of this step; None = muon_switch_step
     # ---- systems ---------------------------------------------------------------------
     dtype: str = "auto"  # 'auto' = bfloat16 on CUDA, float32 on CPU | 'bfloat16' | 'float32'
     fp8: bool = False  # FP8 block Linears via fp8.py (RECIPE §4); needs an SM89+ GPU
@@ -135,6 +137,8 @@ class Config:
     eval_tasks_include_path: str = ""  # a folder of extra lm-eval task YAMLs (local data)
     ckpt_interval: int = 0  # steps between checkpoints; 0 = only at the end
     keep_last: int = 3  # checkpoints kept in out_dir/ckpt; 0 = all
+    save_final: bool = True  # False: none at max_steps unless ckpt_interval lands there (a sweep
+    #                          keeps only the metrics); a stop signal still saves one
     peak_tflops: Optional[float] = None  # for MFU; None = datasheet bf16 dense peak of a
     #                                      known GPU (H100/H200: 989), no MFU on CPU.
     #                                      bench.py measures the real peak (RECIPE §4: 786)
@@ -326,6 +330,12 @@ def validate(cfg: Config, world_size: int = 1):
              f"muon_switch_step ({cfg.muon_switch_step}) must be in [0, max_steps="
              f"{cfg.max_steps}); a value <= start_step ({cfg.start_step}) runs Muon from the "
              f"phase start; None keeps AdamW throughout")
+    need(cfg.save_final or not cfg.eval_tasks,
+         "eval_tasks are scored on the final checkpoint: set save_final=True, or drop eval_tasks")
+    if cfg.update_rms_step is not None:
+        need(cfg.start_step <= cfg.update_rms_step < cfg.max_steps,
+             f"update_rms_step ({cfg.update_rms_step}) must be in this phase's steps [start_step="
+             f"{cfg.start_step}, max_steps={cfg.max_steps}), or None for muon_switch_step")
     # Data mixture.
     need(len(cfg.data) > 0, "data is empty: give at least one {dataset_dir: weight}")
     for name, mix in (("data", cfg.data), ("val_data", cfg.val_data or {})):
@@ -454,7 +464,8 @@ def run_phase(cfg: Config):
                         last_val = evaluate(run)
                         logger.log({"kind": "val", "step": step, "val_loss": last_val}, f"step {step}: val "
                                    + ", ".join(f"{k} {v:.4f}" for k, v in last_val.items()))
-                    if result.stop_requested or end or (cfg.ckpt_interval and step % cfg.ckpt_interval == 0):
+                    if result.stop_requested or (end and cfg.save_final) or \
+                            (cfg.ckpt_interval and step % cfg.ckpt_interval == 0):
                         path = save_checkpoint(run, step)
                         if cfg.eval_tasks and not result.stop_requested:
                             scores = score_tasks(run, path)
@@ -712,7 +723,7 @@ class Optimizers:
                 g.update(k)
 
     def near_switch(self, step):
-        s = self.cfg.muon_switch_step
+        s = self.cfg.update_rms_step if self.cfg.update_rms_step is not None else self.cfg.muon_switch_step
         return s is not None and abs(step - s) < UPDATE_RMS_WINDOW
 
     def snapshot(self):
@@ -721,22 +732,23 @@ class Optimizers:
                 for opt in self.optimizers]
 
     def update_rms(self, before):
-        """{'adamw': RMS, 'muon': RMS} of the update each optimizer applied since snapshot(),
-        LR included. RECIPE §2 names a loss spike right after the switch as a Muon failure
-        mode; its signature is a jump here."""
-        out = {}
-        for name, opt, snap in zip(("adamw", "muon"), self.optimizers, before):
-            stats = torch.zeros(2, dtype=torch.float64, device=snap[0].device if snap else "cpu")
-            params = [p for g in opt.param_groups for p in g["params"]]
-            for p, b in zip(params, snap):
+        """{role: RMS} of the update applied since snapshot(), LR included, per parameter role
+        (embedding, matrix, norm: mup.param_groups), whichever optimizer holds it, so the hidden
+        matrices under AdamW and under Muon compare directly. RECIPE §2 names a loss spike right
+        after the switch as a Muon failure mode; its signature is a jump here."""
+        sums, device = {}, None
+        for opt, snap in zip(self.optimizers, before):
+            params = [(g["role"], p) for g in opt.param_groups for p in g["params"]]
+            for (role, p), b in zip(params, snap):
                 delta = _local(p.detach()).float() - b.float()
-                stats[0] += delta.pow(2).sum().double()
-                stats[1] += delta.numel()
-            if any(hasattr(p, "to_local") for p in params):
-                all_reduce(stats)  # FSDP2: shards -> the full sum
-            sq, n = stats.tolist()
-            out[name] = math.sqrt(sq / max(n, 1))
-        return out
+                acc = sums.setdefault(role, torch.zeros(2, dtype=torch.float64, device=b.device))
+                acc[0] += delta.pow(2).sum().double()
+                acc[1] += delta.numel()
+        roles = sorted(sums)
+        stats = torch.stack([sums[r] for r in roles])
+        if any(hasattr(p, "to_local") for opt in self.optimizers for g in opt.param_groups for p in g["params"]):
+            all_reduce(stats)  # FSDP2: shards -> the full sums
+        return {r: math.sqrt(sq / max(n, 1)) for r, (sq, n) in zip(roles, stats.tolist())}
 
 
 # ---------------------------------------------------------------------------------------

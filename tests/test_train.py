@@ -192,7 +192,9 @@ def test_muon_switch_happens_and_resume_across_it_is_exact(dataset, tmp_path):
     assert [(e["step"], e["event"]) for e in events] == [(7, "muon_switch")]
     rms = {r["step"]: r for r in records(full, "update_rms")}
     assert set(rms) == set(range(3, 12))  # 4 steps before, the switch, 4 after
-    assert "update_rms_muon" not in rms[6] and rms[7]["update_rms_muon"] > 0
+    roles = {"update_rms_embedding", "update_rms_matrix", "update_rms_norm"}
+    assert all(roles <= set(r) for r in rms.values())  # per role, whichever optimizer holds it
+    assert all(r["update_rms_matrix"] > 0 for r in rms.values())
     a = losses(full)
     assert all(math.isfinite(v) for v in a.values()) and a[14] < a[1]
     assert not records(full, "train")[5]["muon_active"] and records(full, "train")[-1]["muon_active"]
@@ -317,7 +319,9 @@ def test_update_rms_measures_the_update_each_optimizer_applied():
         g["lr"] = 1e-3
     before = opt.snapshot()
     opt.step()
-    assert opt.update_rms(before)["adamw"] == pytest.approx(1e-3, rel=1e-4)
+    rms = opt.update_rms(before)
+    assert set(rms) == {"embedding", "matrix", "norm"}
+    assert all(r == pytest.approx(1e-3, rel=1e-4) for r in rms.values())
     # Muon: with lr 1 its update is 0.2 sqrt(max(rows, cols)) O, of RMS ~0.2 (RECIPE §2); the
     # measurement is the RMS over all its matrices of what the step changed.
     opt = _tiny_optimizers(muon_active=True)
@@ -329,8 +333,19 @@ def test_update_rms_measures_the_update_each_optimizer_applied():
     deltas = [p.detach() - c for p, c in zip(matrices, copies)]
     total = math.sqrt(sum(d.square().sum().item() for d in deltas) / sum(d.numel() for d in deltas))
     rms = opt.update_rms(before)
-    assert rms["muon"] == pytest.approx(total, rel=1e-4) and 0.1 < rms["muon"] < 0.25
-    assert rms["adamw"] == 0.0  # its groups kept lr 0
+    assert rms["matrix"] == pytest.approx(total, rel=1e-4) and 0.1 < rms["matrix"] < 0.25
+    assert rms["embedding"] == rms["norm"] == 0.0  # AdamW's groups kept lr 0
+
+
+def test_update_rms_is_logged_around_any_step_asked(dataset, tmp_path):
+    # An AdamW-only run (the decay's control arm) logs the same per-role figures as the
+    # Muon arm does around its switch, so the two compare step by step.
+    out = tmp_path / "run"
+    run_inprocess(tiny_args(dataset, out, max_steps=10, update_rms_step=5))
+    rms = {r["step"]: r for r in records(out, "update_rms")}
+    assert set(rms) == set(range(1, 10)) and all(r["update_rms_matrix"] > 0 for r in rms.values())
+    with pytest.raises(train.ConfigError, match="update_rms_step"):
+        train.load_config(None, tiny_args(dataset, out, max_steps=10, update_rms_step=10), world_size=1)
 
 
 def test_optimizers_switch_to_muon_keeps_the_adamw_state_only_when_asked():
@@ -514,3 +529,14 @@ def test_a_slow_cpu_run_says_how_long_it_will_take_after_step_one(dataset, tmp_p
     run_inprocess(tiny_args(dataset, tmp_path / "slow", max_steps=4))
     lines = [l for l in capsys.readouterr().out.splitlines() if "will take about" in l]
     assert len(lines) == 1 and lines[0].startswith("[train] step 1 took ") and "remaining 3 steps" in lines[0]
+
+
+def test_save_final_false_writes_no_checkpoint_but_the_metrics(dataset, tmp_path):
+    out = tmp_path / "run"
+    run_inprocess(tiny_args(dataset, out, max_steps=4, save_final=False))
+    assert not (out / "ckpt").exists() and records(out, "val") and (out / "report.md").exists()
+    out2 = tmp_path / "interval"  # ckpt_interval still saves, also at max_steps
+    run_inprocess(tiny_args(dataset, out2, max_steps=4, save_final=False, ckpt_interval=2))
+    assert (out2 / "ckpt" / "latest").read_text().strip() == "step_00000004"
+    with pytest.raises(train.ConfigError, match="save_final"):
+        train.load_config(None, tiny_args(dataset, out, save_final=False, eval_tasks={"x": 0}), world_size=1)
