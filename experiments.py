@@ -543,9 +543,22 @@ def fp8_report(size, results, root):
                             f"over {len(d)} seeds; {base}'s seed-to-seed std {fmt(spread)}; within the "
                             f"spread: {within}; under the paper's 0.5%: {small}")
     plt = _plt()
-    fig, axes = plt.subplots(1, len(size["widths"]), figsize=(6 * len(size["widths"]), 4), squeeze=False)
+    n = len(size["widths"])
+    fig, axes = plt.subplots(1, 2 * n, figsize=(5.5 * 2 * n, 4), squeeze=False)
     colors = dict(zip(size["precisions"], ["tab:blue", "tab:orange", "tab:green", "tab:red"]))
-    for ax, width in zip(axes[0], size["widths"]):
+    for ax, width in zip(axes[0][n:], size["widths"]):  # final val per seed, one line per seed
+        for seed in size["seeds"]:
+            pts = [(k, r["val"]) for k, p in enumerate(size["precisions"]) for r in res
+                   if r["info"]["width"] == width and r["info"]["precision"] == p
+                   and r["info"]["seed"] == seed and r["val"] is not None]
+            if pts:
+                ax.plot(*zip(*pts), "o-", color="gray", alpha=0.7)
+                ax.annotate(f"seed {seed}", pts[-1], textcoords="offset points", xytext=(6, 0), fontsize=7)
+        ax.set_xticks(range(len(size["precisions"])), size["precisions"])
+        ax.set_xlim(-0.4, len(size["precisions"]) - 0.4)
+        ax.set_title(f"width {width}: final val, paired by seed")
+        ax.set_ylabel("final val loss (mix)")
+    for ax, width in zip(axes[0][:n], size["widths"]):
         for p in size["precisions"]:
             runs = [r for r in res if r["info"]["width"] == width and r["info"]["precision"] == p]
             for k, r in enumerate(runs):
@@ -559,7 +572,7 @@ def fp8_report(size, results, root):
     fig.tight_layout()
     fig.savefig(os.path.join(root, "fp8.png"), dpi=110)
     plt.close(fig)
-    return lines + [""] + gaps + ["", "## Verdict", "", *verdicts, "", "![train loss](fp8.png)", ""], verdicts
+    return lines + [""] + gaps + ["", "## Verdict", "", *verdicts, "", "![train loss, and final val per seed](fp8.png)", ""], verdicts
 
 
 EXPERIMENTS = {
@@ -660,6 +673,19 @@ def precheck(runs):
                          "(gpu_tests/te_carry.sh brings it onto an offline GPU machine)")
 
 
+def finished_results(runs, root):
+    """{name: result} of the runs with a result.json in root, as the sweep wrote them. With
+    --report-only the settings are not compared with today's: each result carries its own."""
+    if not os.path.isdir(os.path.join(root, "runs")):
+        raise ValueError(f"--report-only: no runs under {root}/runs: give --out the sweep folder")
+    out = {}
+    for run in runs:
+        path = os.path.join(root, "runs", run.name, "result.json")
+        if os.path.exists(path):
+            out[run.name] = sweep.read_json(path)
+    return out
+
+
 def _git_commit():
     """The checkout's commit, marked when tracked files differ from it. XMODEL_COMMIT wins: a
     tree copied onto another machine (gpu_tests/) can carry a .git that is not its own."""
@@ -724,6 +750,8 @@ def main(argv=None):
                    "chat source for the recipe's SFT share (default: the stable phase's)")
     p.add_argument("--fp8-backends", default=None, help="fp8 only: e.g. native,te (default native)")
     p.add_argument("--plan", action="store_true", help="list the runs and the predicted H200 time; run nothing")
+    p.add_argument("--report-only", action="store_true", help="rewrite report.md, the PNG and results.json "
+                   "from the runs already finished in --out (e.g. copied from a GPU machine); run nothing")
     args = p.parse_args(argv)
     args.argv = argv
     try:
@@ -745,9 +773,13 @@ def main(argv=None):
                   f"H200: {total:.0f} s ({total / 60:.1f} min), of which {compute:.0f} s GPU compute")
             print("\n".join(lines))
             return 0
-        precheck(runs)
         t0 = time.time()
-        results, unfinished, interrupted = sweep.run_all(runs, root, args.workers, args.time_limit)
+        if args.report_only:
+            results, unfinished, interrupted = finished_results(runs, root), {}, False
+            unfinished = {r.name: "not run" for r in runs if r.name not in results}
+        else:
+            precheck(runs)
+            results, unfinished, interrupted = sweep.run_all(runs, root, args.workers, args.time_limit)
     except (ValueError, sweep.SweepError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -116,6 +116,18 @@ def test_fp8_reports_the_gap_against_the_seed_spread(data, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "| 32 | fp8_emulated | " in report and "seed-to-seed std" in report
     assert (out / "fp8.png").read_bytes()[:8] == PNG
+    # --report-only rewrites the outputs from the finished runs (copied from a GPU machine,
+    # say) without running anything, even where the settings of today's code moved on
+    for name in ("report.md", "fp8.png", "results.json"):
+        (out / name).unlink()
+    run_json = out / "runs" / "w32_bf16_s1" / "run.json"
+    run_json.write_text(run_json.read_text().replace('"save_final": false', '"save_final": true'))
+    rc, stdout, err = run(capsys, "fp8", "--toy", "--data", data, "--out", str(out), "--report-only")
+    assert rc == 0, err
+    assert (out / "report.md").read_text().split("## ")[1:] == report.split("## ")[1:]
+    assert (out / "fp8.png").read_bytes()[:8] == PNG and "[sweep]" not in stdout
+    rc, _, err = run(capsys, "fp8", "--toy", "--out", str(tmp_path / "empty"), "--report-only")
+    assert rc == 2 and err.startswith("error: --report-only: no runs under")
 
 
 @pytest.mark.parametrize("args, message", [
