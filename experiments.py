@@ -94,8 +94,9 @@ PRECISIONS = {  # train.py keys of each arm of the FP8 experiment (RECIPE §4)
 
 # Every size: only the final val pass unless a run says otherwise, one log line per 10 steps,
 # no checkpoint unless stopped part-way (the result is in metrics.jsonl; at width 2048 a final
-# checkpoint is 5.8 GB and ~17 s), except the stable phase the decays start from.
-COMMON = dict(eval_interval=0, log_interval=10, ckpt_interval=0, keep_last=1, save_final=False)
+# checkpoint is 5.8 GB and ~17 s), except the stable phase the decays start from. Every run
+# scores the same validation windows (val_seed): seeds vary the init and data order only.
+COMMON = dict(eval_interval=0, log_interval=10, ckpt_interval=0, keep_last=1, save_final=False, val_seed=1)
 
 
 def shape(width, n_layer, head_dim):

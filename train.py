@@ -65,6 +65,8 @@ class Config:
     load_optimizer: bool = False  # with a checkpoint path: also load its optimizer state
     #                               (S1->S2 carries it; the decay does not: RECIPE §2 --no-load-optim)
     seed: int = 1337  # model init and data order
+    val_seed: Optional[int] = None  # which validation windows are scored; None = seed. Fix it to
+    #                                 compare runs of different seeds on the same windows
     device: str = "auto"  # 'auto' (cuda if available) | 'cpu' | 'cuda'
     # ---- model (model.py) ------------------------------------------------------------
     model_preset: str = "tiny-8k"  # model.PRESETS: 'xmodel-2.5' | 'proxy' | 'tiny' | 'tiny-8k'
@@ -866,7 +868,8 @@ def setup(cfg: Config, stop) -> Run:
         fp8.check_fp8_supported(d.device, emulate=cfg.fp8_emulate)
     # Data first: a bad source or tokenizer fails before the model is built.
     data = prepare.Mixture(cfg.data, "train", cfg.seq_len, cfg.seed)
-    val_sets = {os.path.basename(os.path.normpath(p)): prepare.Mixture({p: 1.0}, "val", cfg.seq_len, cfg.seed)
+    val_seed = cfg.seed if cfg.val_seed is None else cfg.val_seed
+    val_sets = {os.path.basename(os.path.normpath(p)): prepare.Mixture({p: 1.0}, "val", cfg.seq_len, val_seed)
                 for p in (cfg.val_data or cfg.data)}
     raw_model = build_model(cfg, d.device)
     prepare.check_vocab(data.tokenizer_meta, raw_model.config.vocab_size)  # ids must fit the embedding

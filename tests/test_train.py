@@ -540,3 +540,20 @@ def test_save_final_false_writes_no_checkpoint_but_the_metrics(dataset, tmp_path
     assert (out2 / "ckpt" / "latest").read_text().strip() == "step_00000004"
     with pytest.raises(train.ConfigError, match="save_final"):
         train.load_config(None, tiny_args(dataset, out, save_final=False, eval_tasks={"x": 0}), world_size=1)
+
+
+def test_val_seed_scores_runs_of_different_seeds_on_the_same_windows(dataset, tmp_path):
+    # From one checkpoint at LR 1e-30 (below float32 rounding) the weights stay put, so a run's val loss depends only on
+    # which validation windows it scores: val_seed fixes them whatever the seed.
+    s1 = tmp_path / "s1"
+    run_inprocess(tiny_args(dataset, s1, max_steps=2, eval_steps=1))
+
+    def val(name, **kw):
+        out = tmp_path / name
+        run_inprocess(tiny_args(dataset, out, init_from=str(s1), load_optimizer=False, start_step=2,
+                                max_steps=3, warmup_steps=0, learning_rate=1e-30, min_lr=1e-31,
+                                weight_decay=0.0, eval_steps=1, **kw))
+        return records(out, "val")[-1]["val_loss"]["plays"]
+
+    assert val("a", seed=2, val_seed=7) == val("b", seed=3, val_seed=7)
+    assert val("c", seed=2) != val("d", seed=3)  # by default the seed draws the windows too
