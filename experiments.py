@@ -54,20 +54,32 @@ MUP_SIZES = {
 
 MUON_SIZES = {
     # Width 512, a 600-step stable phase, 200-step decays (as an earlier 2-seed measurement), at
-    # the recipe's restart 16x below the stable LR and at 4x below, 4 seeds: ~7 min.
-    "default": dict(width=512, n_layer=4, head_dim=64, stable_steps=600, seeds=(1, 2, 3, 4),
+    # the recipe's restart 16x below the stable LR and at 4x below, 3 seeds; and Muon alone with
+    # its update scaled to 0.8 instead of 0.2 (4x; paired with the same LR's AdamW arm): at 0.2
+    # Muon moved the hidden matrices ~0.2 of an AdamW group's update RMS in the first decay
+    # steps of a 2026-12-01 H200 run (docs/EXPERIMENTS.md). ~7.5 min.
+    "default": dict(width=512, n_layer=4, head_dim=64, stable_steps=600, seeds=(1, 2, 3),
                     conditions=[dict(name="lr16", lr_divisor=16, decay_steps=200),
-                                dict(name="lr4", lr_divisor=4, decay_steps=200)],
+                                dict(name="lr4", lr_divisor=4, decay_steps=200),
+                                dict(name="lr16_rms0.8", lr_divisor=16, decay_steps=200, muon_rms=0.8,
+                                     adamw_from="lr16"),
+                                dict(name="lr4_rms0.8", lr_divisor=4, decay_steps=200, muon_rms=0.8,
+                                     adamw_from="lr4")],
                     train=dict(global_batch=24, micro_batch=12)),
-    # Longer stable phase, decays of 200 and 800 steps at both restart LRs, 5 seeds: ~30 min.
+    # Longer stable phase, decays of 200 and 800 steps at both restart LRs, Muon at 0.8 RMS, 5 seeds.
     "full": dict(width=512, n_layer=4, head_dim=64, stable_steps=1000, seeds=(1, 2, 3, 4, 5),
                  conditions=[dict(name="lr16", lr_divisor=16, decay_steps=200),
                              dict(name="lr16_long", lr_divisor=16, decay_steps=800),
                              dict(name="lr4", lr_divisor=4, decay_steps=200),
-                             dict(name="lr4_long", lr_divisor=4, decay_steps=800)],
+                             dict(name="lr4_long", lr_divisor=4, decay_steps=800),
+                             dict(name="lr16_rms0.8", lr_divisor=16, decay_steps=200, muon_rms=0.8,
+                                  adamw_from="lr16"),
+                             dict(name="lr4_rms0.8", lr_divisor=4, decay_steps=200, muon_rms=0.8,
+                                  adamw_from="lr4")],
                  train=dict(global_batch=24, micro_batch=12)),
     "toy": dict(width=32, n_layer=2, head_dim=16, stable_steps=4, seeds=(1, 2),
-                conditions=[dict(name="lr16", lr_divisor=16, decay_steps=4)],
+                conditions=[dict(name="lr16", lr_divisor=16, decay_steps=4),
+                            dict(name="lr16_rms0.8", lr_divisor=16, decay_steps=4, muon_rms=0.8, adamw_from="lr16")],
                 train=dict(model_preset="tiny", seq_len=32, log_interval=1, global_batch=4, micro_batch=4, eval_steps=1)),
 }
 
@@ -388,7 +400,8 @@ def muon_runs(size, common, root):
     start = size["stable_steps"]
     for cond in size["conditions"]:
         length = cond["decay_steps"]
-        for arm in ("adamw", "muon"):
+        # A condition with adamw_from varies Muon only: its control is that condition's AdamW arm.
+        for arm in ("muon",) if cond.get("adamw_from") else ("adamw", "muon"):
             for seed in size["seeds"]:
                 keys = {**common, "model_overrides": mo, "init_from": os.path.join(root, "runs", "stable"),
                         "learning_rate": stable_lr / cond["lr_divisor"], "seed": seed,
@@ -396,6 +409,8 @@ def muon_runs(size, common, root):
                 keys["update_rms_step"] = start  # both arms log their update RMS per role there
                 if arm == "muon":
                     keys["muon_switch_step"] = start  # Muon from the first decay step
+                    if "muon_rms" in cond:
+                        keys["muon_matched_adamw_rms"] = cond["muon_rms"]
                 if size.get("decay_data"):
                     keys["data"] = size["decay_data"]
                 runs.append(sweep.Run(f"{cond['name']}_{arm}_s{seed}", f"config/proxy_decay_{arm}.py", keys,
@@ -427,9 +442,12 @@ def muon_report(size, results, root):
              "| condition | source | Muon - AdamW | 95% interval | seeds |", "| --- | --- | --- | --- | --- |"]
     verdicts, rms_rows, per_condition = [], [], []
     for cond in size["conditions"]:
-        by_arm = {arm: {r["info"]["seed"]: r for r in res if r["info"]["condition"] == cond["name"]
-                        and r["info"]["arm"] == arm} for arm in ("adamw", "muon")}
+        by_arm = {arm: {r["info"]["seed"]: r for r in res if r["info"]["arm"] == arm and r["info"]["condition"]
+                        == (cond.get("adamw_from", cond["name"]) if arm == "adamw" else cond["name"])}
+                  for arm in ("adamw", "muon")}
         for arm, runs in by_arm.items():
+            if arm == "adamw" and cond.get("adamw_from"):
+                continue  # its AdamW arm is the row of the condition it names
             table.append(f"| {cond['name']} | {arm} | {len(runs)} | "
                          + pm([r["val"] for r in runs.values() if r["val"] is not None]) + " | "
                          + " | ".join(pm([r["val_by_source"][s] for r in runs.values() if s in r["val_by_source"]])
@@ -445,8 +463,9 @@ def muon_report(size, results, root):
                 if m is not None:
                     better = ("Muon better" if h is not None and m + h < 0 else
                               "AdamW better" if h is not None and m - h > 0 else "no difference resolved")
+                    rms = f", Muon's update scaled to {cond['muon_rms']} RMS" if "muon_rms" in cond else ""
                     verdicts.append(f"- {cond['name']} (decay LR = stable / {cond['lr_divisor']}, "
-                                    f"{cond['decay_steps']} steps): Muon - AdamW = {m:+.4f} nats {ci} over "
+                                    f"{cond['decay_steps']} steps{rms}): Muon - AdamW = {m:+.4f} nats {ci} over "
                                     f"{len(d)} seeds: {better}")
         steps = sorted({u["step"] for runs in by_arm.values() for r in runs.values() for u in r["update_rms"]})
         for step in steps:

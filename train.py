@@ -109,6 +109,8 @@ class Config:
     muon_switch_step: Optional[int] = None  # global step AdamW hands the hidden matrices to
     #                                         Muon; None = AdamW throughout (RECIPE §2: decay start)
     muon_momentum: float = 0.95  # Nesterov momentum of Muon (RECIPE §2)
+    muon_matched_adamw_rms: float = 0.2  # Muon's update is scaled to this RMS x its LR:
+    #                                      0.2·sqrt(max(rows, cols)) (RECIPE §2, the launch flag)
     muon_reset_adamw_state: bool = True  # at the switch AdamW (embedding, norms) restarts
     #                                      with fresh state: the decay's --no-load-optim
     muon_split_fused: bool = False  # ablation: orthogonalize q/k/v and gate/up separately
@@ -334,6 +336,8 @@ def validate(cfg: Config, world_size: int = 1):
              f"phase start; None keeps AdamW throughout")
     need(cfg.save_final or not cfg.eval_tasks,
          "eval_tasks are scored on the final checkpoint: set save_final=True, or drop eval_tasks")
+    need(cfg.muon_matched_adamw_rms > 0,
+         f"muon_matched_adamw_rms must be > 0 (RECIPE §2: 0.2), got {cfg.muon_matched_adamw_rms}")
     if cfg.update_rms_step is not None:
         need(cfg.start_step <= cfg.update_rms_step < cfg.max_steps,
              f"update_rms_step ({cfg.update_rms_step}) must be in this phase's steps [start_step="
@@ -677,7 +681,8 @@ class Optimizers:
         if cfg.muon_split_fused:  # ablation: q|k|v and gate|up orthogonalized block by block
             muon.add_fused_row_splits(muon_groups, self.model.config)
         return [torch.optim.AdamW(adamw_groups, **adamw_kw),
-                muon.Muon(muon_groups, momentum=cfg.muon_momentum)]
+                muon.Muon(muon_groups, momentum=cfg.muon_momentum,
+                          matched_adamw_rms=cfg.muon_matched_adamw_rms)]
 
     def switch_to_muon(self):
         """RECIPE §2: at the decay boundary the hidden matrices move to Muon with fresh momentum;

@@ -94,8 +94,13 @@ def test_muon_decays_start_from_one_stable_checkpoint_as_the_recipe_does(data, t
             start = metrics(run_dir, "start")[0]  # Muon on the hidden matrices from the first step
             assert start["step"] == 4 and start["muon_active"] == (arm == "muon")
             assert cfg["muon_switch_step"] == (4 if arm == "muon" else None)
+    # Muon alone at 4x the update scale, paired with lr16's AdamW arm (no second copy of it)
+    rms_cfg = json.loads((runs / "lr16_rms0.8_muon_s1" / "config.json").read_text())
+    assert rms_cfg["muon_matched_adamw_rms"] == 0.8 and rms_cfg["learning_rate"] == cfg["learning_rate"]
+    assert not (runs / "lr16_rms0.8_adamw_s1").exists()
     report = (out / "report.md").read_text()
     assert "| lr16 | mix | " in report and "Shared stable phase (AdamW, 4 steps): val" in report
+    assert "| lr16_rms0.8 | mix | " in report and "update scaled to 0.8 RMS" in report
     assert "| lr16 | 4 | " in report  # update RMS of both optimizers at the first decay step
     results = json.loads((out / "results.json").read_text())["runs"]
     muon_run = next(r for r in results if r["name"] == "lr16_muon_s1")

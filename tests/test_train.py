@@ -337,6 +337,18 @@ def test_update_rms_measures_the_update_each_optimizer_applied():
     assert rms["embedding"] == rms["norm"] == 0.0  # AdamW's groups kept lr 0
 
 
+def test_muon_matched_adamw_rms_scales_muons_update():
+    rms = {}
+    for scale in (0.2, 0.8):  # the recipe's, and 4x
+        opt = _tiny_optimizers(muon_active=True, muon_matched_adamw_rms=scale)
+        for g in opt.optimizers[1].param_groups:
+            g["lr"] = 1.0
+        before = opt.snapshot()
+        opt.step()
+        rms[scale] = opt.update_rms(before)["matrix"]
+    assert rms[0.8] == pytest.approx(4 * rms[0.2], rel=1e-3)
+
+
 def test_update_rms_is_logged_around_any_step_asked(dataset, tmp_path):
     # An AdamW-only run (the decay's control arm) logs the same per-role figures as the
     # Muon arm does around its switch, so the two compare step by step.
