@@ -31,10 +31,11 @@ import warnings
 import torch
 
 VARIANTS = {
-    # name: (implementation, fp8, compile)
+    # name: (implementation, fp8: False | True (block Linears) | "output" (and the output layer), compile)
     "ours": ("ours", False, True),
     "ours_eager": ("ours", False, False),
     "ours_fp8": ("ours", True, True),
+    "ours_fp8_out": ("ours", "output", True),
     "ours_muon": ("ours_muon", False, True),
     "hf": ("hf", False, True),
     "hf_eager": ("hf", False, False),
@@ -118,7 +119,7 @@ def build_ours(preset, fp8, act_ckpt, loss_chunk_rows, fp8_backend="native", los
     report = None
     if fp8:
         from fp8 import convert_to_fp8
-        report = convert_to_fp8(model, backend=fp8_backend)
+        report = convert_to_fp8(model, backend=fp8_backend, output_layer=fp8 == "output")
         print("fp8:", report, flush=True)
     if act_ckpt:
         from train import apply_activation_checkpointing

@@ -101,6 +101,7 @@ PRECISIONS = {  # train.py keys of each arm of the FP8 experiment (RECIPE §4)
     "bf16": dict(dtype="bfloat16", fp8=False),
     "fp8": dict(dtype="bfloat16", fp8=True, fp8_backend="native"),
     "fp8_te": dict(dtype="bfloat16", fp8=True, fp8_backend="te"),
+    "fp8_out": dict(dtype="bfloat16", fp8=True, fp8_backend="native", fp8_output=True),  # + the output layer
     "fp8_emulated": dict(dtype="bfloat16", fp8=True, fp8_backend="native", fp8_emulate=True),
 }
 
@@ -658,11 +659,11 @@ def build(args):
     common.update(extra)
     if args.experiment == "fp8" and args.fp8_backends:
         backends = args.fp8_backends.split(",")
-        bad = [b for b in backends if b not in ("native", "te")]
+        arms = {"native": "fp8", "te": "fp8_te", "native_out": "fp8_out"}
+        bad = [b for b in backends if b not in arms]
         if bad:
-            raise ValueError(f"--fp8-backends: unknown backend(s) {bad}; choose from native, te")
-        size = {**size, "precisions": (size["precisions"][0],) + tuple(
-            {"native": "fp8", "te": "fp8_te"}[b] for b in backends)}
+            raise ValueError(f"--fp8-backends: unknown backend(s) {bad}; choose from {', '.join(arms)}")
+        size = {**size, "precisions": (size["precisions"][0],) + tuple(arms[b] for b in backends)}
     runs = make_runs(size, common, root)
     for run in runs:  # the sweep starts the longest runs first, so the last one to end is short
         run.cost_s = sum(predict(run, len(common.get("data") or {"": 1})))
@@ -768,7 +769,8 @@ def main(argv=None):
                    help="a train.py key for every run, e.g. --set compile=False (repeatable)")
     p.add_argument("--decay-data", default=None, help="muon only: the decay phase's mix, e.g. with a "
                    "chat source for the recipe's SFT share (default: the stable phase's)")
-    p.add_argument("--fp8-backends", default=None, help="fp8 only: e.g. native,te (default native)")
+    p.add_argument("--fp8-backends", default=None, help="fp8 only: e.g. native,te,native_out (default native; "
+                   "native_out: the output layer in FP8 too)")
     p.add_argument("--plan", action="store_true", help="list the runs and the predicted H200 time; run nothing")
     p.add_argument("--report-only", action="store_true", help="rewrite report.md, the PNG and results.json "
                    "from the runs already finished in --out (e.g. copied from a GPU machine); run nothing")

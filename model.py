@@ -398,7 +398,7 @@ class Xmodel(nn.Module):
         under half the time (docs/PERFORMANCE.md), and the same graphs under DDP and FSDP2."""
         for block in self.blocks:
             block.compile(**compile_kwargs)
-        self.ce_chunks = torch.compile(_ce_chunks, **compile_kwargs)
+        self.ce_chunks = torch.compile(self.ce_chunks, **compile_kwargs)  # FP8's too (fp8.py)
         return self
 
     def new_kv_cache(self, batch_size, max_len, device=None, dtype=None) -> KVCache:

@@ -121,6 +121,8 @@ class Config:
     dtype: str = "auto"  # 'auto' = bfloat16 on CUDA, float32 on CPU | 'bfloat16' | 'float32'
     fp8: bool = False  # FP8 block Linears via fp8.py (RECIPE §4); needs an SM89+ GPU
     fp8_backend: str = "auto"  # 'auto' (TransformerEngine if installed, else native) | 'te' | 'native'
+    fp8_output: bool = False  # also the output layer's GEMMs in the chunked loss (native FP8;
+    #                           an experiment: the recipe keeps it in high precision, RECIPE §4)
     loss_impl: str = "chunked"  # output layer + loss: 'chunked' (model.py) | 'liger' | 'cce' (optional
     #                             CUDA packages; measured in docs/PERFORMANCE.md: liger 1.45x at the proxy)
     fp8_emulate: bool = False  # tests only: run the native FP8 path emulated on a CPU
@@ -363,6 +365,8 @@ def validate(cfg: Config, world_size: int = 1):
         errors.append(str(e))
     need(cfg.fp8_backend in ("auto", "te", "native"),  # fp8.convert_to_fp8's backends
          f"fp8_backend must be 'auto', 'te' or 'native', got {cfg.fp8_backend!r}")
+    need(not cfg.fp8_output or (cfg.fp8 and cfg.loss_impl == "chunked"),
+         "fp8_output=True puts the chunked loss's GEMMs in FP8: it needs fp8=True and loss_impl='chunked'")
     need(cfg.wandb_mode in ("online", "offline", "disabled"),
          f"wandb_mode must be 'online', 'offline' or 'disabled', got {cfg.wandb_mode!r}")
     need(cfg.model_preset in model_lib.PRESETS,
@@ -967,7 +971,8 @@ def convert_fp8(raw_model, cfg, train_state, master):
     and the optimizers (TE makes new Parameters). None when fp8=False."""
     if not cfg.fp8:
         return None
-    report = fp8.convert_to_fp8(raw_model, backend=cfg.fp8_backend, emulate=cfg.fp8_emulate)
+    report = fp8.convert_to_fp8(raw_model, backend=cfg.fp8_backend, emulate=cfg.fp8_emulate,
+                                output_layer=cfg.fp8_output)
     if train_state is not None:
         fp8.load_fp8_state(raw_model, train_state["fp8"])  # delayed-scaling histories
     if master:

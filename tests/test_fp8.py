@@ -320,7 +320,7 @@ def test_convert_swaps_block_linears_only_and_reports_the_rest():
                                 "blocks.1.mlp.gate_up", "blocks.1.mlp.down"][:len(report.converted)]
     kept = dict(report.kept)
     # block 1's FFN is 40 wide: gate_up is 80x32 (fine), down is 32x40 (40 % 16 != 0)
-    assert set(kept) == {"blocks.1.mlp.down", "probe"}
+    assert set(kept) == {"blocks.1.mlp.down", "probe", "output layer"}
     assert "not divisible by 16" in kept["blocks.1.mlp.down"] and kept["probe"] == "not a block Linear"
     assert len(report.converted) == 7
     assert isinstance(model.blocks[0].attn.qkv, fp8.Float8Linear)
@@ -496,3 +496,60 @@ def test_ddp_ranks_quantize_every_micro_batch_with_the_same_scales(tmp_path):
     for i, (a, b) in enumerate(zip(hist0, hist1)):
         assert torch.equal(a, b), f"rank-local scaling state at {['forward', 'backward'][i % 2]} {i // 2}"
     assert loss0 == loss1
+
+
+# --------------------------------------------------------------------------- the output layer in FP8
+
+def _loss_inputs(n=64, d=32, vocab=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h, w = torch.randn(n, d, generator=g), torch.randn(vocab, d, generator=g) * 0.1
+    targets = torch.randint(0, vocab, (n,), generator=g)
+    targets[::7] = -1  # ignored rows: weight 0, as chunked_cross_entropy passes them
+    valid = (targets >= 0).float()
+    return h, w, targets.clamp(min=0), valid / valid.sum()
+
+
+@pytest.mark.parametrize("emulate", [True, False])
+def test_fp8_output_layer_matches_the_chunked_loss_within_fp8_error(emulate):
+    import model
+    if not emulate and not cpu_scaled_mm_works():
+        pytest.skip("this torch has no CPU torch._scaled_mm for float8")
+    h, w, targets, weights = _loss_inputs()
+    ref = model._ce_chunks(h, w, targets, weights, 0.5, 16, torch.float32, True)
+    out = fp8.fp8_ce_chunks(h, w, targets, weights, 0.5, 16, torch.float32, True, emulate=emulate)
+    # the mean loss averages the rounding out; each gradient carries E4M3/E5M2's few percent
+    assert rel_err(out[0], ref[0]) < 1e-3
+    assert 1e-3 < rel_err(out[1], ref[1]) < 0.06 and 1e-3 < rel_err(out[2], ref[2]) < 0.06
+    # one chunk or four: the same quantization of W, per-chunk scales for h
+    whole = fp8.fp8_ce_chunks(h, w, targets, weights, 0.5, 64, torch.float32, True, emulate=emulate)
+    assert rel_err(whole[0], out[0]) < 1e-3 and rel_err(whole[2], out[2]) < 0.06
+    # without gradients: the loss alone, the same value
+    alone = fp8.fp8_ce_chunks(h, w, targets, weights, 0.5, 16, torch.float32, False, emulate=emulate)
+    assert alone[1] is None and torch.equal(alone[0], out[0])
+
+
+def test_fp8_gradient_scale_is_the_exact_bound_so_nothing_saturates():
+    # |softmax - onehot| <= 1: with row weights 1 and output_mult 2, |g| <= 2, and at the
+    # targets (softmax ~1/128 here) g is ~ -2, at the bound: a tighter scale would clip them.
+    h, w, targets, _ = _loss_inputs(n=16)
+    weights = torch.ones(16)
+    out = fp8.fp8_ce_chunks(h, w, targets, weights, 2.0, 16, torch.float32, True, emulate=True)
+    ref = __import__("model")._ce_chunks(h, w, targets, weights, 2.0, 16, torch.float32, True)
+    assert rel_err(out[1], ref[1]) < 0.06 and rel_err(out[2], ref[2]) < 0.06
+    g_scale = fp8.amax_to_scale(torch.tensor(2.0), E5M2)
+    assert fp8.quantize(torch.tensor([-2.0, 2.0]), g_scale, E5M2).float().abs().max() / g_scale == 2.0
+
+
+def test_convert_with_output_layer_trains_the_real_model_a_step(tmp_path):
+    import model
+    m = model.Xmodel(model.model_config("tiny"))
+    report = fp8.convert_to_fp8(m, backend="native", emulate=True, output_layer=True)
+    assert any("output layer" in c for c in report.converted) and m.ce_chunks is not model._ce_chunks
+    x = torch.randint(0, m.config.vocab_size, (2, 16))
+    loss = m(x, x)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(m.output_weight.grad).all()
+    plain = model.Xmodel(model.model_config("tiny"))
+    plain.load_state_dict(fp8.strip_fp8_state(m.state_dict()))
+    assert abs(plain(x, x).item() - loss.item()) < 0.05 * loss.item()  # same function, FP8 rounding
+    assert "output layer" in dict(fp8.convert_to_fp8(plain, backend="native", emulate=True).kept)

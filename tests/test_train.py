@@ -569,3 +569,12 @@ def test_val_seed_scores_runs_of_different_seeds_on_the_same_windows(dataset, tm
 
     assert val("a", seed=2, val_seed=7) == val("b", seed=3, val_seed=7)
     assert val("c", seed=2) != val("d", seed=3)  # by default the seed draws the windows too
+
+
+def test_fp8_output_trains_with_the_output_layer_in_fp8(dataset, tmp_path):
+    out = tmp_path / "run"
+    run_inprocess(tiny_args(dataset, out, max_steps=6, fp8=True, fp8_emulate=True, fp8_output=True))
+    a = losses(out)
+    assert all(math.isfinite(v) for v in a.values()) and a[6] < a[1]
+    with pytest.raises(train.ConfigError, match="fp8_output=True .* needs fp8=True"):
+        train.load_config(None, tiny_args(dataset, out, fp8_output=True), world_size=1)
