@@ -128,6 +128,9 @@ class Config:
     fp8_emulate: bool = False  # tests only: run the native FP8 path emulated on a CPU
     parallel: str = "ddp"  # under torchrun: 'ddp' | 'fsdp' (FSDP2 fully_shard per block)
     compile: Union[bool, str] = "auto"  # torch.compile: 'auto' = on for CUDA, off on CPU
+    compile_scope: str = "block"  # 'block': each block and the loss alone (any parallel mode);
+    #   'model': the whole model in one graph (one process or DDP): on one H200 the proxy ran
+    #   956k vs 899k tokens/s with bench.py (docs/PERFORMANCE.md), the full model equal
     activation_checkpointing: Union[bool, int] = False  # recompute blocks in backward:
     #   True = every block (16K context); N = every N-th block only, a selective trade of
     #   ~1 GiB of activations per block (full model, 16K tokens) for ~1/3 of its compute
@@ -358,6 +361,9 @@ def validate(cfg: Config, world_size: int = 1):
     need(cfg.dtype in ("auto", "bfloat16", "float32"),
          f"dtype must be 'auto', 'bfloat16' or 'float32', got {cfg.dtype!r}")
     need(cfg.compile in (True, False, "auto"), f"compile must be True, False or 'auto', got {cfg.compile!r}")
+    need(cfg.compile_scope in ("block", "model"), f"compile_scope must be 'block' or 'model', got {cfg.compile_scope!r}")
+    need(cfg.compile_scope == "block" or cfg.parallel != "fsdp" or world_size == 1,
+         "compile_scope='model' is for one process or DDP; FSDP2 compiles block by block (compile_scope='block')")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
     try:
         model_lib.check_loss_impl(cfg.loss_impl)
@@ -1011,17 +1017,20 @@ def wrap_model(raw_model, cfg, d, fsdp, use_compile):
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(raw_model, 1 if cfg.activation_checkpointing is True
                                        else cfg.activation_checkpointing)
-    if use_compile:
+    if use_compile and cfg.compile_scope == "block":
         # Block by block plus the loss (Xmodel.compile_by_block): as fast as one whole-model
         # compile on an H100 (42,355 vs 42,583 tokens/s) in 74 s instead of 180 s, the FP8
         # model in 74 s instead of over 420 s (docs/PERFORMANCE.md); same graphs for DDP/FSDP2.
         raw_model.compile_by_block()
     if fsdp:
         return apply_fsdp(raw_model)
+    model = raw_model
     if d.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        return DDP(raw_model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
-    return raw_model
+        model = DDP(raw_model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    if use_compile and cfg.compile_scope == "model":
+        model = torch.compile(model)  # around DDP: its bucketed all-reduce splits the graph
+    return model
 
 
 # ---------------------------------------------------------------------------------------

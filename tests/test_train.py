@@ -578,3 +578,25 @@ def test_fp8_output_trains_with_the_output_layer_in_fp8(dataset, tmp_path):
     assert all(math.isfinite(v) for v in a.values()) and a[6] < a[1]
     with pytest.raises(train.ConfigError, match="fp8_output=True .* needs fp8=True"):
         train.load_config(None, tiny_args(dataset, out, fp8_output=True), world_size=1)
+
+
+@pytest.mark.parametrize("scope", ["block", "model"])
+def test_compile_scope_compiles_what_it_says_and_trains_the_same(dataset, tmp_path, monkeypatch, scope):
+    # aot_eager: the graphs are traced (dynamo + AOTAutograd) but run eagerly, no C++ compiler
+    real_compile, compiled = torch.compile, []
+
+    def compile_(fn, *args, **kw):
+        compiled.append(type(fn).__name__)
+        return real_compile(fn, backend="aot_eager")
+    monkeypatch.setattr(torch, "compile", compile_)
+    eager, out = tmp_path / "eager", tmp_path / scope
+    run_inprocess(tiny_args(dataset, eager, max_steps=3))
+    try:
+        run_inprocess(tiny_args(dataset, out, max_steps=3, compile=True, compile_scope=scope))
+    finally:
+        torch._dynamo.reset()
+    # model: one call on the whole Xmodel; block: each of the 2 blocks (nn.Module.compile hands
+    # torch.compile its bound call) and the loss's chunk loop
+    assert compiled == (["Xmodel"] if scope == "model" else ["method", "method", "function"])
+    a, b = losses(eager), losses(out)
+    assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-4 for k in a)
