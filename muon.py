@@ -152,33 +152,38 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        # 1. Momentum (in place on the state, never on p.grad) and the Nesterov input.
+        # 1. Momentum (in place on the state, never on p.grad) and the Nesterov input, one
+        # foreach kernel per group and op instead of a few per matrix (192 at full size).
         items = []  # (group index, param, full update input U, [(row0, row1), ...])
         for gi, group in enumerate(self.param_groups):
             mu = group["momentum"]
             splits = group["row_splits"] or [None] * len(group["params"])
-            for p, sizes in zip(group["params"], splits):
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buf = state["momentum_buffer"]
-                buf.mul_(mu).add_(p.grad)
-                U = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf
+            live = [(p, sizes) for p, sizes in zip(group["params"], splits) if p.grad is not None]
+            if not live:
+                continue
+            grads = [p.grad for p, _ in live]
+            for p, _ in live:
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
+            bufs = [self.state[p]["momentum_buffer"] for p, _ in live]
+            torch._foreach_mul_(bufs, mu)
+            torch._foreach_add_(bufs, grads)
+            inputs = torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else bufs
+            for (p, sizes), U in zip(live, inputs):
                 if _is_dtensor(U):  # FSDP2: gather the whole matrix (NS needs it)
                     U = U.to(self.ns_dtype).full_tensor()
-                rows = p.shape[0]
                 edges = [0]
-                for s in (sizes or [rows]):
-                    edges.append(edges[-1] + s)
+                for n in (sizes or [p.shape[0]]):
+                    edges.append(edges[-1] + n)
                 items.append((gi, p, U, list(zip(edges, edges[1:]))))
 
         # 2. Newton–Schulz, split over ranks when distributed.
         blocks = [(k, r0, r1) for k, (_, _, _, spans) in enumerate(items) for r0, r1 in spans]
         results = self._orthogonalize(items, blocks)
 
-        # 3. Decoupled weight decay and the scaled update, identical on every rank.
+        # 3. Decoupled weight decay and the scaled update, identical on every rank; the decay
+        # as one foreach per group and update scale (the matrices of one shape).
+        whole = {}  # (group index, scale) -> ([param or its local shard], [its part of O])
         for k, (gi, p, U, spans) in enumerate(items):
             group = self.param_groups[gi]
             lr, cols = group["lr"], p.shape[1]
@@ -186,27 +191,31 @@ class Muon(torch.optim.Optimizer):
             outs = [results[(k, r0)] for r0, _ in spans]
             O = outs[0] if len(outs) == 1 else torch.cat(outs)
             local = p.to_local() if _is_dtensor(p) else p
-            local.mul_(1 - lr * group["weight_decay"])
             if len(spans) == 1:
                 # (the fork and torch.optim.Muon: p.add_(O, alpha=-adjusted_lr))
-                local.add_(_local_part(O, p), alpha=-lr * scales[0])
+                params, updates = whole.setdefault((gi, scales[0]), ([], []))
+                params.append(local)
+                updates.append(_local_part(O, p))
             else:  # split ablation: one scale per row block
+                local.mul_(1 - lr * group["weight_decay"])
                 row_scale = torch.cat([torch.full((r1 - r0, 1), s, dtype=torch.float32)
                                        for (r0, r1), s in zip(spans, scales)]).to(O.device)
                 scaled = O.to(torch.float32) * row_scale
                 local.add_(_local_part(scaled, p).to(local.dtype), alpha=-lr)
+        for (gi, scale), (params, updates) in whole.items():
+            group = self.param_groups[gi]
+            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            torch._foreach_add_(params, updates, alpha=-group["lr"] * scale)
         return loss
 
     def _orthogonalize(self, items, blocks):
         """{(item, row0): O} for every block; each rank computes only the blocks it owns."""
-        def ns(k, r0, r1):
-            gi, _, U, _ = items[k]
-            g = self.param_groups[gi]
-            return newton_schulz(U[r0:r1], g["ns_steps"], g["ns_coefficients"], g["eps"], self.ns_dtype)
+        def jobs(js):
+            return [((k, r0), items[k][2][r0:r1], self.param_groups[items[k][0]]) for k, r0, r1 in js]
 
         rank, world = self._world()
         if world == 1:
-            return {(k, r0): ns(k, r0, r1) for k, r0, r1 in blocks}
+            return self._newton_schulz_by_shape(jobs(blocks))
         cols = [items[k][2].shape[1] for k, _, _ in blocks]
         sizes = [(r1 - r0) * c for (_, r0, r1), c in zip(blocks, cols)]
         owner, _ = assign_blocks([ns_flops(r1 - r0, c) for (_, r0, r1), c in zip(blocks, cols)], world)
@@ -215,10 +224,11 @@ class Muon(torch.optim.Optimizer):
             elements[r] += sizes[j]
         device = items[0][2].device if items else torch.device("cpu")
         flat = torch.zeros(max(elements), dtype=self.ns_dtype, device=device)
+        mine = self._newton_schulz_by_shape(jobs([b for b, r in zip(blocks, owner) if r == rank]))
         offset = 0
         for j, (k, r0, r1) in enumerate(blocks):
             if owner[j] == rank:
-                flat[offset:offset + sizes[j]] = ns(k, r0, r1).reshape(-1)
+                flat[offset:offset + sizes[j]] = mine[(k, r0)].reshape(-1)
                 offset += sizes[j]
         gathered = [torch.empty_like(flat) for _ in range(world)]
         dist.all_gather(gathered, flat, group=self.process_group)
@@ -228,6 +238,23 @@ class Muon(torch.optim.Optimizer):
             results[(k, r0)] = gathered[r][offsets[r]:offsets[r] + sizes[j]].view(r1 - r0, cols[j])
             offsets[r] += sizes[j]
         return results
+
+    def _newton_schulz_by_shape(self, jobs):
+        """{key: O} for jobs [(key, matrix, group)]. Matrices of one shape (and NS settings) go
+        through newton_schulz as one stack: one batched product per shape instead of one per
+        matrix (48 of each of 4 shapes at full size; 1.13x on an H100, same bits: muon_bench.py)."""
+        by_shape = {}
+        for key, G, g in jobs:
+            setting = (tuple(G.shape), g["ns_steps"], g["ns_coefficients"], g["eps"])
+            by_shape.setdefault(setting, []).append((key, G))
+        out = {}
+        for (shape, steps, coefficients, eps), members in by_shape.items():
+            stack = torch.empty((len(members), *shape), dtype=self.ns_dtype, device=members[0][1].device)
+            for i, (_, G) in enumerate(members):
+                stack[i].copy_(G)  # the cast to ns_dtype newton_schulz would do, into the stack
+            for (key, _), o in zip(members, newton_schulz(stack, steps, coefficients, eps, self.ns_dtype)):
+                out[key] = o
+        return out
 
 
 def _local_part(full, p):
