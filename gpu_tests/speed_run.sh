@@ -3,7 +3,7 @@
 # loss alone (chunked vs liger-kernel vs cut-cross-entropy: time, memory, numerics), SDPA's
 # attention backends alone at the proxy's and the full model's shape, then the proxy's whole
 # training step under every compile scope / mode / loss backend, against transformers.
-# Needs the wheels of gpu_tests/speed_carry.sh in .whl/ (carried); without them the two
+# Needs the wheels of gpu_tests/speed_carry.sh in .whl/speed/ (carried); without them the two
 # packages' cases report themselves skipped.
 #
 #   bash gpu_tests/speed_run.sh [out_dir] [total_seconds]     # defaults: $OUT or out/speed, 470
@@ -22,9 +22,9 @@ log="$out/run.log"
 {
   nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  if ls .whl/*.whl >/dev/null 2>&1; then
+  if ls .whl/speed/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+      --target /tmp/site .whl/speed/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     python3 -c "import liger_kernel.transformers.functional, cut_cross_entropy; print('liger-kernel and cut-cross-entropy import')"
   fi
   echo "== [${SECONDS}s] loss alone"
