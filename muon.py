@@ -45,6 +45,9 @@ steps the same parameters with the same (all-reduced) gradients, in the same ord
   DDP path runs (owner computes NS, all_gather); each rank slices its own shard of O with
   distribute_tensor(..., src_data_rank=None) (a local slice, no communication).
   Transient memory: the full bf16 update of every Muon matrix on every rank.
+Newton–Schulz runs one stacked product per matrix shape (the 48 blocks' gate_up matrices at
+once, and so on): fewer, larger kernels, the same bits, and a transient of a few stacks of one
+shape (~4 GB for the full model's gate_up, while the step's activations are already freed).
 """
 import math
 
