@@ -52,30 +52,26 @@ MUP_SIZES = {
                            eval_steps=1)),
 }
 
+# Muon alone with its update scaled to 0.8 instead of 0.2 (4x), at each restart LR; its control
+# is that LR's AdamW arm (adamw_from), not a second copy of it.
+MUON_RMS_ARMS = [dict(name=f"lr{k}_rms0.8", lr_divisor=k, decay_steps=200, muon_rms=0.8, adamw_from=f"lr{k}")
+                 for k in (16, 4)]
+
 MUON_SIZES = {
     # Width 512, a 600-step stable phase, 200-step decays (as an earlier 2-seed measurement), at
-    # the recipe's restart 16x below the stable LR and at 4x below, 3 seeds; and Muon alone with
-    # its update scaled to 0.8 instead of 0.2 (4x; paired with the same LR's AdamW arm): at 0.2
-    # Muon moved the hidden matrices ~0.2 of an AdamW group's update RMS in the first decay
+    # the recipe's restart 16x below the stable LR and at 4x below, 3 seeds; and the 0.8 arms: at
+    # 0.2 Muon moved the hidden matrices ~0.2 of an AdamW group's update RMS in the first decay
     # steps of a 2026-12-01 H200 run (docs/EXPERIMENTS.md). ~7.5 min.
     "default": dict(width=512, n_layer=4, head_dim=64, stable_steps=600, seeds=(1, 2, 3),
                     conditions=[dict(name="lr16", lr_divisor=16, decay_steps=200),
-                                dict(name="lr4", lr_divisor=4, decay_steps=200),
-                                dict(name="lr16_rms0.8", lr_divisor=16, decay_steps=200, muon_rms=0.8,
-                                     adamw_from="lr16"),
-                                dict(name="lr4_rms0.8", lr_divisor=4, decay_steps=200, muon_rms=0.8,
-                                     adamw_from="lr4")],
+                                dict(name="lr4", lr_divisor=4, decay_steps=200), *MUON_RMS_ARMS],
                     train=dict(global_batch=24, micro_batch=12)),
     # Longer stable phase, decays of 200 and 800 steps at both restart LRs, Muon at 0.8 RMS, 5 seeds.
     "full": dict(width=512, n_layer=4, head_dim=64, stable_steps=1000, seeds=(1, 2, 3, 4, 5),
                  conditions=[dict(name="lr16", lr_divisor=16, decay_steps=200),
                              dict(name="lr16_long", lr_divisor=16, decay_steps=800),
                              dict(name="lr4", lr_divisor=4, decay_steps=200),
-                             dict(name="lr4_long", lr_divisor=4, decay_steps=800),
-                             dict(name="lr16_rms0.8", lr_divisor=16, decay_steps=200, muon_rms=0.8,
-                                  adamw_from="lr16"),
-                             dict(name="lr4_rms0.8", lr_divisor=4, decay_steps=200, muon_rms=0.8,
-                                  adamw_from="lr4")],
+                             dict(name="lr4_long", lr_divisor=4, decay_steps=800), *MUON_RMS_ARMS],
                  train=dict(global_batch=24, micro_batch=12)),
     "toy": dict(width=32, n_layer=2, head_dim=16, stable_steps=4, seeds=(1, 2),
                 conditions=[dict(name="lr16", lr_divisor=16, decay_steps=4),
@@ -699,12 +695,7 @@ def finished_results(runs, root):
     --report-only the settings are not compared with today's: each result carries its own."""
     if not os.path.isdir(os.path.join(root, "runs")):
         raise ValueError(f"--report-only: no runs under {root}/runs: give --out the sweep folder")
-    out = {}
-    for run in runs:
-        path = os.path.join(root, "runs", run.name, "result.json")
-        if os.path.exists(path):
-            out[run.name] = sweep.read_json(path)
-    return out
+    return sweep.finished_results(runs, root)
 
 
 def _git_commit():

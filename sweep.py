@@ -311,12 +311,17 @@ def run_all(runs, root, workers=1, time_limit=None, log=print, start_method=None
             start_method = "spawn" if torch.cuda.is_available() else "forkserver"
         unfinished, interrupted = _dispatch(todo, state, root, min(workers, len(todo)), time_limit,
                                             log, start_method)
+    return finished_results(runs, root), unfinished, interrupted
+
+
+def finished_results(runs, root):
+    """{name: result} of the runs that have a result.json under root/runs."""
     results = {}
     for run in runs:
         path = os.path.join(root, "runs", run.name, "result.json")
         if os.path.exists(path):
             results[run.name] = read_json(path)
-    return results, unfinished, interrupted
+    return results
 
 
 def _dispatch(todo, state, root, n_workers, time_limit, log, start_method):
