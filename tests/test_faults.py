@@ -28,7 +28,7 @@ import checkpoint  # noqa: E402
 import fp8  # noqa: E402
 import prepare  # noqa: E402
 import train  # noqa: E402
-from tiny_run import plays, run_inprocess, tiny_args  # noqa: E402
+from tiny_run import draw_random_numbers_in_the_loss, plays, run_inprocess, tiny_args  # noqa: E402
 
 # The reference run every interrupted run is compared with: checkpoints at 4, 8, 12, 16.
 RUN = dict(max_steps=16, ckpt_interval=4, eval_interval=8)
@@ -276,14 +276,8 @@ def test_a_sigint_while_step_1_compiles_stops_at_once(dataset, tmp_path, monkeyp
 
 
 def test_a_dropped_step_gives_back_the_random_numbers_it_drew(dataset, tmp_path, monkeypatch):
-    # Nothing in the recipe's loop draws random numbers (no dropout); a forward that does (a
-    # random factor on the loss) has drawn for micro-batch 0 when the signal drops the step.
-    real = train.model_lib.Xmodel.forward
-
-    def noisy_forward(self, *args, **kwargs):
-        out = real(self, *args, **kwargs)
-        return out * (1 + 0.1 * torch.rand(())) if self.training and out.dim() == 0 else out
-    monkeypatch.setattr(train.model_lib.Xmodel, "forward", noisy_forward)
+    # The forward has drawn for micro-batch 0 when the signal drops the step.
+    draw_random_numbers_in_the_loss(monkeypatch)
     full, cut = tmp_path / "full", tmp_path / "cut"
     run_inprocess(tiny_args(dataset, full, max_steps=6))
     with monkeypatch.context() as m:

@@ -21,7 +21,7 @@ import train  # noqa: E402
 from model import model_config  # noqa: E402
 from muon import Muon  # noqa: E402
 from step_harness import FixedBatch, sft_like_mask, step_gradients  # noqa: E402
-from tiny_run import VOCAB, plays, run_inprocess, tiny_args  # noqa: E402
+from tiny_run import VOCAB, draw_random_numbers_in_the_loss, plays, run_inprocess, tiny_args  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -445,15 +445,9 @@ def test_accumulated_gradients_equal_the_full_batch_gradients():
 
 
 def test_resume_restores_the_rng_that_the_loop_draws_from(dataset, tmp_path, monkeypatch):
-    # Nothing in the recipe's loop draws random numbers today (no dropout); a component that
-    # does (here a random factor on every training loss) must continue its stream across a
-    # resume: setup() re-seeds for the model init, checkpoint.restore_rng puts the stream back.
-    forward = train.model_lib.Xmodel.forward
-
-    def noisy_forward(self, *args, **kwargs):
-        out = forward(self, *args, **kwargs)
-        return out * (1 + 0.1 * torch.rand(())) if self.training and out.dim() == 0 else out
-    monkeypatch.setattr(train.model_lib.Xmodel, "forward", noisy_forward)
+    # A component that draws random numbers must continue its stream across a resume: setup()
+    # re-seeds for the model init, checkpoint.restore_rng puts the stream back.
+    draw_random_numbers_in_the_loss(monkeypatch)
     full, cut = tmp_path / "full", tmp_path / "cut"
     run_inprocess(tiny_args(dataset, full, max_steps=8, ckpt_interval=4))
     run_inprocess(tiny_args(dataset, cut, max_steps=8, ckpt_interval=4))

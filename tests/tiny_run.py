@@ -3,6 +3,8 @@ import glob
 import json
 import os
 
+import torch
+
 import prepare
 import train
 
@@ -31,6 +33,18 @@ def tiny_args(dataset, out_dir, **kw):
 
 def run_inprocess(args):
     return train.train(train.load_config(None, args, world_size=1))
+
+
+def draw_random_numbers_in_the_loss(monkeypatch):
+    """Nothing in the recipe's loop draws random numbers (no dropout); this makes the model do
+    so, a random factor on every training loss, for the tests of what resume and a dropped
+    step do with the RNG streams."""
+    forward = train.model_lib.Xmodel.forward
+
+    def noisy_forward(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        return out * (1 + 0.1 * torch.rand(())) if self.training and out.dim() == 0 else out
+    monkeypatch.setattr(train.model_lib.Xmodel, "forward", noisy_forward)
 
 
 MC_TASK_YAML = """task: {name}
