@@ -16,7 +16,7 @@ Two backends with the same recipe:
 The embedding/output layer and the norms stay in high precision by default (the tied
 129,280-vocab output feeds the loss directly and shares its weight with the embedding; RECIPE
 §4's measured anchor converts the decoder Linears only, too). `output_layer=True` also runs the
-output layer's three GEMMs inside the chunked loss in FP8 (`fp8_ce_chunks`, native GEMMs
+output layer's three GEMMs inside the chunked loss in FP8 (`fp8_output_gemms`, native GEMMs
 whatever the blocks' backend): ~10% of the full model's FLOPs and most of the proxy's, an
 experiment until the FP8 parity runs show its accuracy (docs/EXPERIMENTS.md).
 
@@ -53,6 +53,7 @@ after each micro-batch's backward (one all-reduce MAX, as TE's amax reduction at
 autocast exit) so ranks quantize every micro-batch with the same scales.
 """
 import contextlib
+import functools
 import importlib
 from dataclasses import dataclass, field
 
@@ -401,9 +402,11 @@ def convert_to_fp8(model, backend="auto", amax_history_len=128, amax_compute_alg
     other = [n for n, m in model.named_modules() if type(m) is nn.Linear and n not in dict(report.kept)]
     report.kept += [(n, "not a block Linear") for n in other]
     if output_layer:
+        chunks = model.ce_chunks  # model._ce_chunks: its loop, with FP8 products
+
         def output_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, need_grads):
-            return fp8_ce_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype,
-                                 need_grads, emulate=emulate)
+            return chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, need_grads,
+                          gemms=functools.partial(fp8_output_gemms, emulate=emulate))
         model.ce_chunks = output_chunks  # compile_by_block compiles whichever loop is there
         report.converted.append("output layer (the chunked loss's GEMMs, native)")
     else:
@@ -413,45 +416,36 @@ def convert_to_fp8(model, backend="auto", amax_history_len=128, amax_compute_alg
 
 # --------------------------------------------------------------------------- the output layer
 
-def fp8_ce_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, need_grads,
-                  emulate=False):
-    """model._ce_chunks (same arguments and results: the loss and, with need_grads, both
-    gradients in one pass) with its three GEMMs in FP8: logits = h·Wᵀ in E4M3 x E4M3, and
-    g·W and gᵀ·h with g = d loss / d logits in E5M2. Scaling is current, not delayed: the
-    weight's amax once per call, each chunk's h amax (Inductor folds both into their
-    producers). g needs no amax at all: |softmax − onehot| <= 1, so |g| <= max(row weight) x
-    output_mult bounds it exactly. The logits come out of the GEMM in fp32. `dtype` (the
-    autocast dtype) is unused: every GEMM input is FP8."""
+def fp8_output_gemms(h, weight, dtype, need_grads, chunk_rows, emulate=False):
+    """model.output_gemms in FP8, for model._ce_chunks: logits = h·Wᵀ in E4M3 x E4M3, and g·W
+    and gᵀ·h with g = d loss / d logits in E5M2. Scaling is current, not delayed: the weight's
+    amax once per call, each chunk's h amax (Inductor folds both into their producers). g needs
+    no amax at all: |softmax − onehot| <= 1, so |g| <= max |row weight x output_mult| bounds it
+    exactly. The logits come out of the GEMM in fp32. `dtype` (the autocast dtype) is unused:
+    every GEMM input is FP8."""
     n, d = h.shape
-    vocab = weight.shape[0]
-    # _scaled_mm needs every GEMM dimension divisible by 16; otherwise the same quantization
-    # with an emulated product (CPU tests, odd token counts).
-    # (n and chunk_rows multiples of 16 make every chunk one.)
-    emulate = emulate or any(x % FP8_DIM_MULTIPLE for x in (n, d, vocab, min(chunk_rows, n)))
+    # _scaled_mm needs every GEMM dimension divisible by 16 (n and chunk_rows multiples of 16
+    # make every chunk one); otherwise the same quantization with an emulated product (CPU
+    # tests, odd token counts).
+    emulate = emulate or any(x % FP8_DIM_MULTIPLE for x in (n, d, weight.shape[0], min(chunk_rows, n)))
     w_scale = amax_to_scale(tensor_amax(weight), E4M3)
     w_fp8 = quantize(weight, w_scale, E4M3)  # [V, d] row-major: .t() is the column-major [d, V]
     w_fp8_cm = column_major(w_fp8) if need_grads else None  # [V, d] column-major, for g·W
-    loss = h.new_zeros((), dtype=torch.float32)
-    grad_h = torch.empty_like(h) if need_grads else None
-    grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_grads else None
-    for s in range(0, n, chunk_rows):
-        h_c, t_c, a_c = h[s:s + chunk_rows], targets[s:s + chunk_rows], loss_weights[s:s + chunk_rows]
+
+    def logits_of(h_c):
         h_scale = amax_to_scale(tensor_amax(h_c), E4M3)
         h_fp8 = quantize(h_c, h_scale, E4M3)
-        logits = scaled_matmul(h_fp8, h_scale, w_fp8.t(), w_scale, torch.float32, emulate,
-                               use_fast_accum=True).mul_(output_mult)
-        lse = torch.logsumexp(logits, dim=-1)
-        loss = loss + (a_c * (lse - logits.gather(1, t_c[:, None]).squeeze(1))).sum()
-        if need_grads:
-            g = logits.sub_(lse[:, None]).exp_()
-            g.scatter_add_(1, t_c[:, None], -torch.ones_like(lse[:, None]))
-            g = g.mul_((a_c * output_mult)[:, None])
-            g_scale = amax_to_scale((a_c * abs(output_mult)).max(), E5M2)
-            g_fp8 = quantize(g, g_scale, E5M2)
-            grad_h[s:s + chunk_rows] = scaled_matmul(g_fp8, g_scale, w_fp8_cm, w_scale, h.dtype, emulate)
-            grad_w += scaled_matmul(g_fp8.t().contiguous(), g_scale, column_major(h_fp8), h_scale,
-                                    torch.float32, emulate)
-    return loss, grad_h, grad_w
+        logits = scaled_matmul(h_fp8, h_scale, w_fp8.t(), w_scale, torch.float32, emulate, use_fast_accum=True)
+        return logits, (h_fp8, h_scale)
+
+    def grads_of(g, h_in, row_scale):
+        h_fp8, h_scale = h_in
+        g_scale = amax_to_scale(row_scale.abs().max(), E5M2)
+        g_fp8 = quantize(g, g_scale, E5M2)
+        return (scaled_matmul(g_fp8, g_scale, w_fp8_cm, w_scale, h.dtype, emulate),
+                scaled_matmul(g_fp8.t().contiguous(), g_scale, column_major(h_fp8), h_scale,
+                              torch.float32, emulate))
+    return logits_of, grads_of
 
 
 def fp8_autocast_context(report, group=None):

@@ -178,27 +178,46 @@ class Block(nn.Module):
 LOSS_CHUNK_ELEMENTS = 2 ** 29
 
 
-def _ce_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, need_grads):
+def output_gemms(h, weight, dtype, need_grads, chunk_rows):
+    """The output layer's three products for _ce_chunks, in `dtype` (the autocast dtype): the
+    default. -> (logits_of(h_c) -> (fp32 logits, h_c as the products take it), grads_of(g, h_in,
+    row_scale) -> (d/dh_c, d/dweight of the chunk)). fp8.fp8_output_gemms is the FP8 one."""
+    w = weight.to(dtype)  # cast once, not per chunk
+
+    def logits_of(h_c):
+        h_in = h_c.to(dtype)
+        return (h_in @ w.t()).float(), h_in
+
+    def grads_of(g, h_in, row_scale):
+        g = g.to(dtype)
+        return (g @ w).to(h.dtype), (g.t() @ h_in).float()
+    return logits_of, grads_of
+
+
+def _ce_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, need_grads,
+               gemms=output_gemms):
     """Sum over rows of loss_weights · CE(output_mult · h @ weightᵀ, targets), one chunk of rows
     at a time; with need_grads also d(sum)/dh and d(sum)/dweight, computed in the same pass
-    so that no chunk's logits have to be kept (or recomputed) for the backward."""
-    w = weight.to(dtype)  # the autocast dtype for the matmuls (cast once, not per chunk)
+    so that no chunk's logits have to be kept (or recomputed) for the backward. gemms: how
+    the output layer's products are done (output_gemms; fp8.py passes FP8 ones)."""
+    logits_of, grads_of = gemms(h, weight, dtype, need_grads, chunk_rows)
     loss = h.new_zeros((), dtype=torch.float32)
     grad_h = torch.empty_like(h) if need_grads else None
     grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_grads else None
     for s in range(0, h.shape[0], chunk_rows):
-        h_c, t_c, a_c = h[s:s + chunk_rows].to(dtype), targets[s:s + chunk_rows], loss_weights[s:s + chunk_rows]
+        t_c, a_c = targets[s:s + chunk_rows], loss_weights[s:s + chunk_rows]
         # In-place below (no autograd records here): one chunk of logits is the only big buffer.
-        logits = (h_c @ w.t()).float().mul_(output_mult)
+        logits, h_in = logits_of(h[s:s + chunk_rows])
+        logits = logits.mul_(output_mult)
         lse = torch.logsumexp(logits, dim=-1)
         loss = loss + (a_c * (lse - logits.gather(1, t_c[:, None]).squeeze(1))).sum()
         if need_grads:
             # d CE / d logits = softmax − onehot, times the row weight and the output multiplier.
             g = logits.sub_(lse[:, None]).exp_()
             g.scatter_add_(1, t_c[:, None], -torch.ones_like(lse[:, None]))
-            g = g.mul_((a_c * output_mult)[:, None]).to(dtype)
-            grad_h[s:s + chunk_rows] = (g @ w).to(h.dtype)
-            grad_w += (g.t() @ h_c).float()
+            row_scale = a_c * output_mult
+            grad_h[s:s + chunk_rows], grad_w_c = grads_of(g.mul_(row_scale[:, None]), h_in, row_scale)
+            grad_w += grad_w_c
     return loss, grad_h, grad_w
 
 

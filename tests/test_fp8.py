@@ -509,6 +509,13 @@ def _loss_inputs(n=64, d=32, vocab=128, seed=0):
     return h, w, targets.clamp(min=0), valid / valid.sum()
 
 
+def fp8_chunks(*args, emulate):
+    """model._ce_chunks with the FP8 products, as convert_to_fp8(output_layer=True) sets it up."""
+    import functools
+    import model
+    return model._ce_chunks(*args, gemms=functools.partial(fp8.fp8_output_gemms, emulate=emulate))
+
+
 @pytest.mark.parametrize("emulate", [True, False])
 def test_fp8_output_layer_matches_the_chunked_loss_within_fp8_error(emulate):
     import model
@@ -516,15 +523,15 @@ def test_fp8_output_layer_matches_the_chunked_loss_within_fp8_error(emulate):
         pytest.skip("this torch has no CPU torch._scaled_mm for float8")
     h, w, targets, weights = _loss_inputs()
     ref = model._ce_chunks(h, w, targets, weights, 0.5, 16, torch.float32, True)
-    out = fp8.fp8_ce_chunks(h, w, targets, weights, 0.5, 16, torch.float32, True, emulate=emulate)
+    out = fp8_chunks(h, w, targets, weights, 0.5, 16, torch.float32, True, emulate=emulate)
     # the mean loss averages the rounding out; each gradient carries E4M3/E5M2's few percent
     assert rel_err(out[0], ref[0]) < 1e-3
     assert 1e-3 < rel_err(out[1], ref[1]) < 0.06 and 1e-3 < rel_err(out[2], ref[2]) < 0.06
     # one chunk or four: the same quantization of W, per-chunk scales for h
-    whole = fp8.fp8_ce_chunks(h, w, targets, weights, 0.5, 64, torch.float32, True, emulate=emulate)
+    whole = fp8_chunks(h, w, targets, weights, 0.5, 64, torch.float32, True, emulate=emulate)
     assert rel_err(whole[0], out[0]) < 1e-3 and rel_err(whole[2], out[2]) < 0.06
     # without gradients: the loss alone, the same value
-    alone = fp8.fp8_ce_chunks(h, w, targets, weights, 0.5, 16, torch.float32, False, emulate=emulate)
+    alone = fp8_chunks(h, w, targets, weights, 0.5, 16, torch.float32, False, emulate=emulate)
     assert alone[1] is None and torch.equal(alone[0], out[0])
 
 
@@ -533,7 +540,7 @@ def test_fp8_gradient_scale_is_the_exact_bound_so_nothing_saturates():
     # targets (softmax ~1/128 here) g is ~ -2, at the bound: a tighter scale would clip them.
     h, w, targets, _ = _loss_inputs(n=16)
     weights = torch.ones(16)
-    out = fp8.fp8_ce_chunks(h, w, targets, weights, 2.0, 16, torch.float32, True, emulate=True)
+    out = fp8_chunks(h, w, targets, weights, 2.0, 16, torch.float32, True, emulate=True)
     ref = __import__("model")._ce_chunks(h, w, targets, weights, 2.0, 16, torch.float32, True)
     assert rel_err(out[1], ref[1]) < 0.06 and rel_err(out[2], ref[2]) < 0.06
     g_scale = fp8.amax_to_scale(torch.tensor(2.0), E5M2)
