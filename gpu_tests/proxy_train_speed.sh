@@ -24,7 +24,6 @@ for round in $(seq "$rounds"); do
     rm -rf out/proxy_speed_check
     python3 train.py config/proxy.py --max_steps=200 --eval_interval=0 --log_interval=10 \
       --compile_scope="'$1'" --loss_impl="'$2'" --out_dir=out/proxy_speed_check > "$log" 2>&1
-    echo "$name $round rc $?: median $(grep -E '^step ' "$log" | awk '{split($2,a,"/"); if (a[1] > 30) print}' \
-      | grep -oE '[0-9,]+ tok/s' | tr -d , | awk '{print $1}' | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}') tok/s"
+    echo "$name $round rc $?: median $(bash gpu_tests/median_tok_s.sh "$log") tok/s"
   done
 done

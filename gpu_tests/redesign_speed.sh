@@ -25,7 +25,6 @@ for round in $(seq "$rounds"); do
     name=$(basename "$dir"); [ "$dir" = "$PWD" ] && name=current
     log="$out/${name}_$round.log"
     (cd "$dir" && rm -rf out/redesign_check && python3 train.py $args --out_dir=out/redesign_check) > "$log" 2>&1
-    echo "$name $round rc $?: median $(grep -E '^step ' "$log" | awk '{split($2,a,"/"); if (a[1] > 30) print}' \
-      | grep -oE '[0-9,]+ tok/s' | tr -d , | awk '{print $1}' | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}') tok/s"
+    echo "$name $round rc $?: median $(bash gpu_tests/median_tok_s.sh "$log") tok/s"
   done
 done
