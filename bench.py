@@ -37,6 +37,7 @@ VARIANTS = {
     "ours_fp8": ("ours", True, True),
     "ours_fp8_out": ("ours", "output", True),
     "ours_muon": ("ours_muon", False, True),
+    "ours_recompute": ("ours_recompute", False, True),  # train.py's recompute_elementwise
     "hf": ("hf", False, True),
     "hf_eager": ("hf", False, False),
 }
@@ -197,6 +198,9 @@ def run_one(args, name):
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     torch.manual_seed(1234 + rank)
+    if impl == "ours_recompute":
+        from train import set_elementwise_recompute
+        set_elementwise_recompute(True)  # read when the blocks compile, at the first step
     peak = measure_matmul_peak()
     datasheet = datasheet_peak_tflops(torch.cuda.get_device_name())
 

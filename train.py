@@ -131,6 +131,10 @@ class Config:
     compile_scope: str = "block"  # 'block': each block and the loss alone (any parallel mode);
     #   'model': the whole model in one graph (one process or DDP): on one H200 the proxy ran
     #   956k vs 899k tokens/s with bench.py (docs/PERFORMANCE.md), the full model equal
+    recompute_elementwise: bool = False  # torch.compile recomputes the blocks' element-wise
+    #   outputs that backward GEMMs read (RMSNorm, SwiGLU, bf16 weight casts) instead of keeping
+    #   them: 48.6 -> 32.1 KB of activations per token and block and no bf16 weight copies (45.8
+    #   MiB per block) at full width (CPU count: docs/measurements/saved_activations.py)
     activation_checkpointing: Union[bool, int] = False  # recompute blocks in backward:
     #   True = every block (16K context); N = every N-th block only, a selective trade of
     #   ~1 GiB of activations per block (full model, 16K tokens) for ~1/3 of its compute
@@ -365,6 +369,10 @@ def validate(cfg: Config, world_size: int = 1):
     need(cfg.compile_scope == "block" or cfg.parallel != "fsdp" or world_size == 1,
          "compile_scope='model' is for one process or DDP; FSDP2 compiles block by block (compile_scope='block')")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
+    need(not cfg.recompute_elementwise or cfg.compile is True
+         or (cfg.compile == "auto" and cfg.device != "cpu" and torch.cuda.is_available()),
+         "recompute_elementwise=True works through torch.compile, which is off here: set "
+         "compile=True (compile='auto' means off on a CPU)")
     try:
         model_lib.check_loss_impl(cfg.loss_impl)
     except ValueError as e:
@@ -1012,8 +1020,19 @@ def apply_fsdp(model):
     return model
 
 
+def set_elementwise_recompute(on):
+    """torch.compile's partitioner keeps, by default, every tensor a backward GEMM reads: the
+    RMSNorm outputs (for the qkv and gate|up weight gradients), the SwiGLU output (down's) and
+    the bf16 casts of the weights. on=True lets it recompute those element-wise ops in backward
+    from what it keeps anyway (the fp32 residual, the GEMM outputs, the fp32 weights). A process
+    setting, read when a graph is compiled, so every run sets it (and a run in the same process
+    after one that changed it gets its own)."""
+    torch._functorch.config.ban_recompute_materialized_backward = not on
+
+
 def wrap_model(raw_model, cfg, d, fsdp, use_compile):
     """Activation checkpointing, torch.compile, then FSDP2 or DDP -> the module a step calls."""
+    set_elementwise_recompute(cfg.recompute_elementwise)
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(raw_model, 1 if cfg.activation_checkpointing is True
                                        else cfg.activation_checkpointing)

@@ -107,6 +107,8 @@ def test_command_line_overrides_the_file(tmp_path):
     (["--decay_shape='exponential'", "--decay_start_step=30", "--decay_steps=10"],
      r"decay_shape='exponential' needs min_lr > 0"),
     (["--fp8_backend='tensorrt'"], r"fp8_backend must be 'auto', 'te' or 'native', got 'tensorrt'"),
+    (["--recompute_elementwise=True", "--compile=False"], r"recompute_elementwise=True works through torch.compile"),
+    (["--recompute_elementwise=True", "--device='cpu'"], r"compile='auto' means off on a CPU"),
 ])
 def test_inconsistent_values_are_rejected_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
