@@ -4,6 +4,7 @@ Muon's optimizer step on one GPU at the full model's shapes (RECIPE §1: 48 bloc
 Newton–Schulz work one rank does when the step is split over W data-parallel ranks.
 
     python gpu_tests/muon_bench.py
+    python gpu_tests/muon_bench.py --profile    # also Muon.step's GPU kernels, largest first
 
 Rows:
 - AdamW (fused) over every parameter: the optimizer train.py runs before the switch.
@@ -20,7 +21,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gpu_tests.common import median_ms  # noqa: E402
+from gpu_tests.common import kernel_times, median_ms  # noqa: E402
 from model import Xmodel, model_config  # noqa: E402
 from mup import param_groups  # noqa: E402
 from muon import Muon, assign_blocks, newton_schulz, ns_flops, split_groups_for_muon  # noqa: E402
@@ -74,6 +75,14 @@ def main():
     print("| what | median ms | notes |\n|---|---|---|")
     for what, ms, note in rows:
         print(f"| {what} | {ms:.1f} | {note} |")
+    if "--profile" in sys.argv[1:]:
+        # Where Muon.step's time goes beyond Newton–Schulz (momentum, stack copies, update)
+        kernels = kernel_times(muon.step, warmup=3, iters=5)
+        total = sum(k[1] for k in kernels)
+        print(f"\nMuon.step, GPU kernel time {total / 1e3:.1f} ms per step (wall {t_muon:.1f} ms)\n")
+        print("| kernel | ms per step | launches per step | share |\n|---|---|---|---|")
+        for name, us, count in kernels[:15]:
+            print(f"| {name[:90]} | {us / 1e3:.2f} | {count:.0f} | {us / total:.1%} |")
 
 
 if __name__ == "__main__":
