@@ -155,8 +155,12 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        # 1. Momentum (in place on the state, never on p.grad) and the Nesterov input, one
-        # foreach kernel per group and op instead of a few per matrix (192 at full size).
+        # 1. Momentum (in place on the state, never on p.grad) and the Nesterov input. Both are
+        # passes over fp32 state as large as the matrices (1.15B at full size), so each is one
+        # kernel per matrix that reads its inputs once: buf <- g + mu·buf (instead of ×mu, then
+        # +g), and U = g + mu·buf written straight in ns_dtype, the dtype Newton–Schulz reads
+        # (instead of an fp32 copy cast later): ~14 GB less of the ~64 GB these passes, the
+        # stack copies and the update moved per step (docs/PERFORMANCE.md, "Muon batched by shape").
         items = []  # (group index, param, full update input U, [(row0, row1), ...])
         for gi, group in enumerate(self.param_groups):
             mu = group["momentum"]
@@ -169,9 +173,10 @@ class Muon(torch.optim.Optimizer):
                 if "momentum_buffer" not in self.state[p]:
                     self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
             bufs = [self.state[p]["momentum_buffer"] for p, _ in live]
-            torch._foreach_mul_(bufs, mu)
-            torch._foreach_add_(bufs, grads)
-            inputs = torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else bufs
+            for g, buf in zip(grads, bufs):
+                torch.add(g, buf, alpha=mu, out=buf)
+            inputs = ([torch.add(g, buf, alpha=mu, out=torch.empty_like(g, dtype=self.ns_dtype))
+                       for g, buf in zip(grads, bufs)] if group["nesterov"] else bufs)
             for (p, sizes), U in zip(live, inputs):
                 if _is_dtensor(U):  # FSDP2: gather the whole matrix (NS needs it)
                     U = U.to(self.ns_dtype).full_tensor()
