@@ -788,7 +788,7 @@ def main(argv=None):
             return 0
         t0 = time.time()
         if args.report_only:
-            results, unfinished, interrupted = finished_results(runs, root), {}, False
+            results, interrupted = finished_results(runs, root), False
             unfinished = {r.name: "not run" for r in runs if r.name not in results}
         else:
             precheck(runs)

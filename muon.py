@@ -165,19 +165,16 @@ class Muon(torch.optim.Optimizer):
         for gi, group in enumerate(self.param_groups):
             mu = group["momentum"]
             splits = group["row_splits"] or [None] * len(group["params"])
-            live = [(p, sizes) for p, sizes in zip(group["params"], splits) if p.grad is not None]
-            if not live:
-                continue
-            grads = [p.grad for p, _ in live]
-            for p, _ in live:
-                if "momentum_buffer" not in self.state[p]:
-                    self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
-            bufs = [self.state[p]["momentum_buffer"] for p, _ in live]
-            for g, buf in zip(grads, bufs):
+            for p, sizes in zip(group["params"], splits):
+                if p.grad is None:
+                    continue
+                g, state = p.grad, self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(g)
+                buf = state["momentum_buffer"]
                 torch.add(g, buf, alpha=mu, out=buf)
-            inputs = ([torch.add(g, buf, alpha=mu, out=torch.empty_like(g, dtype=self.ns_dtype))
-                       for g, buf in zip(grads, bufs)] if group["nesterov"] else bufs)
-            for (p, sizes), U in zip(live, inputs):
+                U = torch.add(g, buf, alpha=mu, out=torch.empty_like(g, dtype=self.ns_dtype)) \
+                    if group["nesterov"] else buf
                 if _is_dtensor(U):  # FSDP2: gather the whole matrix (NS needs it)
                     U = U.to(self.ns_dtype).full_tensor()
                 edges = [0]

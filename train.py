@@ -369,8 +369,7 @@ def validate(cfg: Config, world_size: int = 1):
     need(cfg.compile_scope == "block" or cfg.parallel != "fsdp" or world_size == 1,
          "compile_scope='model' is for one process or DDP; FSDP2 compiles block by block (compile_scope='block')")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
-    need(not cfg.recompute_elementwise or cfg.compile is True
-         or (cfg.compile == "auto" and cfg.device != "cpu" and torch.cuda.is_available()),
+    need(not cfg.recompute_elementwise or compile_on(cfg, cuda_wanted(cfg)),
          "recompute_elementwise=True works through torch.compile, which is off here: set "
          "compile=True (compile='auto' means off on a CPU)")
     try:
@@ -923,7 +922,7 @@ def setup(cfg: Config, stop) -> Run:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     fp8_report = convert_fp8(raw_model, cfg, train_state, d.master)
-    use_compile = cfg.compile is True or (cfg.compile == "auto" and cuda)
+    use_compile = compile_on(cfg, cuda)
     model = wrap_model(raw_model, cfg, d, fsdp, use_compile)
     opt = Optimizers(raw_model, cfg, d.device, muon_active)
     if train_state is not None:
@@ -951,8 +950,17 @@ class Dist:
         return self.rank == 0
 
 
+def cuda_wanted(cfg):
+    return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+
+
+def compile_on(cfg, cuda):
+    """Whether this run uses torch.compile: compile=True, or 'auto' on CUDA."""
+    return cfg.compile is True or (cfg.compile == "auto" and cuda)
+
+
 def setup_distributed(cfg) -> Dist:
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    use_cuda = cuda_wanted(cfg)
     if "RANK" not in os.environ:
         return Dist(device=torch.device("cuda" if use_cuda else "cpu"))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
