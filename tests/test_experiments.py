@@ -3,6 +3,7 @@ writes its table, PNG and JSON; a second call skips finished runs and a partly f
 runs only what is missing; the Muon decays start from the one stable checkpoint as the recipe's
 decay does; bad input is one error line before anything is written; the default sizes fit one
 10-minute H200 call by the measured cost model, and --full follows the protocol."""
+import ast
 import json
 import math
 import os
@@ -135,12 +136,40 @@ def test_fp8_reports_the_gap_against_the_seed_spread(data, tmp_path, capsys):
     assert rc == 2 and err.startswith("error: --report-only: no runs under")
 
 
+def test_muon_decays_on_the_recipes_sft_share_train_on_chat_under_its_loss_mask(data, tmp_path, capsys):
+    """--decay-sft: the decays (not the stable phase) train on SHARE of an SFT dataset and the
+    stable mix scaled into the rest, as the recipe's decay mix (RECIPE §5)."""
+    import prepare
+    stable = ast.literal_eval(data)
+    folder = next(iter(stable))
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": f"What says the king in act {i}?"},
+        {"role": "assistant", "content": f"My lord, in act {i} he speaks of the crown."}]}) + "\n" for i in range(300)))
+    sft = str(tmp_path / "sft")
+    prepare.prepare([str(chat)], sft, tokenizer=folder, sft=True, progress=False, log=lambda *a: None)
+    out = tmp_path / "muon_sft"
+    rc, stdout, err = run(capsys, "muon", "--toy", "--data", data, "--decay-sft", "0.6687", "--sft-data", sft,
+                          "--out", str(out))
+    assert rc == 0, err
+    runs = out / "runs"
+    assert json.loads((runs / "stable" / "config.json").read_text())["data"] == stable
+    for name in ("lr16_adamw_s1", "lr16_muon_s2", "lr16_rms0.8_muon_s1"):
+        assert json.loads((runs / name / "config.json").read_text())["data"] == {sft: 0.6687, folder: 0.3313}
+    results = {r["name"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert len(results["stable"]["val_by_source"]) == 1 and len(results["lr16_muon_s1"]["val_by_source"]) == 2
+    assert "Decay data: {" in (out / "report.md").read_text()
+
+
 @pytest.mark.parametrize("args, message", [
     (["mup", "--toy", "--data", "{'nowhere/x': 1.0}"], "error: data not prepared: nowhere/x"),
     (["mup", "--toy", "--data", "[1]"], "error: --data must be a Python dict"),
     (["mup", "--toy", "--set", "learning_rate=0.1"], "error: --set learning_rate: this experiment sets"),
     (["mup", "--toy", "--set", "learnig_rate=0.1"], "did you mean 'learning_rate'?"),
     (["fp8"], "error: fp8=True needs an NVIDIA GPU"),  # this CPU: no FP8 arm
+    (["muon", "--toy", "--decay-sft", "1.5"], "error: --decay-sft is the decay mix's SFT share"),
+    (["mup", "--toy", "--decay-sft", "0.5"], "error: --decay-sft is for the muon experiment"),
+    (["muon", "--toy", "--decay-sft", "0.5", "--sft-data", "nowhere/chat"], "error: data not prepared: nowhere/chat"),
 ])
 def test_bad_input_is_one_error_line_and_writes_nothing(args, message, data, tmp_path, capsys):
     if "--data" not in args:
