@@ -119,6 +119,11 @@ def test_fp8_reports_the_gap_against_the_seed_spread(data, tmp_path, capsys):
     bf16_cfg = json.loads((out / "runs" / "w32_bf16_s1" / "config.json").read_text())
     assert fp8_cfg["fp8"] and fp8_cfg["fp8_emulate"] and not bf16_cfg["fp8"]
     assert bf16_cfg["dtype"] == fp8_cfg["dtype"] == "bfloat16"
+    # both end in the same cooldown: constant LR, then linear to the 1e-5 floor over the last half
+    for cfg in (fp8_cfg, bf16_cfg):
+        assert (cfg["decay_start_step"], cfg["decay_steps"], cfg["min_lr"], cfg["warmup_steps"]) == (2, 2, 1e-5, 0)
+    lrs = [r["lr"] for r in metrics(out / "runs" / "w32_bf16_s1", "train")]
+    assert lrs[:3] == [1e-2] * 3 and 1e-5 < lrs[3] < 1e-2  # the decay starts at step 2: peak there
     report = (out / "report.md").read_text()
     assert "| 32 | fp8_emulated | " in report and "seed-to-seed std" in report
     assert (out / "fp8.png").read_bytes()[:8] == PNG
