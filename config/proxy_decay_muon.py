@@ -25,6 +25,22 @@ decay_steps = 100  # 50% of the phase (10k of 20k); the floor for the rest
 min_lr = 1e-5
 decay_shape = "linear"
 
+# The data: proxy.py's stable mix. The recipe's decay mix is two-thirds SFT (RECIPE §5); the
+# proxy corpus's chat source stands in for it (docs/CORPUS.md). For that decay, uncomment (the
+# stable mix scaled into the other 33.13%, as `experiments.py muon --decay-sft 0.6687` builds it):
+# data = {
+#     "data/proxy/chat-en": 66.87,
+#     "data/proxy/wiki-en": 1.2755,
+#     "data/proxy/recipes-en": 0.8746,
+#     "data/proxy/shakespeare": 1.63,
+#     "data/proxy/kjv": 1.2291,
+#     "data/proxy/peoples-daily": 1.365,
+#     "data/proxy/reviews-zh": 1.9116,
+#     "data/proxy/wiki-es-fr": 2.117,
+#     "data/proxy/math": 0.0928,
+#     "data/proxy/code": 22.6344,
+# }
+
 muon_switch_step = 500  # = start_step: Muon from the first step of this phase
 muon_reset_adamw_state = True  # fresh state everywhere (--no-load-optim)
 

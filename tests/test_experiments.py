@@ -166,6 +166,15 @@ def test_muon_decays_on_the_recipes_sft_share_train_on_chat_under_its_loss_mask(
     assert "Decay data: {" in (out / "report.md").read_text()
 
 
+def test_the_proxy_decays_commented_sft_mix_is_the_one_decay_sft_builds():
+    text = open(os.path.join(ROOT, "config", "proxy_decay_muon.py")).read()
+    block = text[text.index("# data = {"):text.index("# }") + 3]
+    written = ast.literal_eval("\n".join(line[2:] for line in block.splitlines()).split("=", 1)[1])
+    built = experiments.sft_mix(train.load_config(experiments.PROXY).data, 0.6687)
+    assert written.keys() == built.keys()
+    assert all(math.isclose(written[k] / 100, built[k], abs_tol=1e-6) for k in built)
+
+
 @pytest.mark.parametrize("args, message", [
     (["mup", "--toy", "--data", "{'nowhere/x': 1.0}"], "error: data not prepared: nowhere/x"),
     (["mup", "--toy", "--data", "[1]"], "error: --data must be a Python dict"),
