@@ -38,6 +38,7 @@ VARIANTS = {
     "ours_fp8_out": ("ours", "output", True),
     "ours_muon": ("ours_muon", False, True),
     "ours_recompute": ("ours_recompute", False, True),  # train.py's recompute_elementwise
+    "ours_swiglu": ("ours_swiglu", False, True),  # train.py's recompute_swiglu
     "hf": ("hf", False, True),
     "hf_eager": ("hf", False, False),
 }
@@ -111,7 +112,7 @@ def _pct(x):
 
 
 def build_ours(preset, fp8, act_ckpt, loss_chunk_rows, fp8_backend="native", loss_impl="chunked",
-               overrides=None):
+               overrides=None, recompute_swiglu=False):
     from model import Xmodel, model_config
     cfg = model_config(preset, **(overrides or {}))
     model = Xmodel(cfg).cuda()
@@ -122,6 +123,9 @@ def build_ours(preset, fp8, act_ckpt, loss_chunk_rows, fp8_backend="native", los
         from fp8 import convert_to_fp8
         report = convert_to_fp8(model, backend=fp8_backend, output_layer=fp8 == "output")
         print("fp8:", report, flush=True)
+    if recompute_swiglu:
+        from train import apply_swiglu_recompute
+        apply_swiglu_recompute(model)
     if act_ckpt:
         from train import apply_activation_checkpointing
         apply_activation_checkpointing(model, every=act_ckpt)
@@ -210,7 +214,7 @@ def run_one(args, name):
     else:
         model, cfg, loss_fn, flops_per_token = build_ours(
             args.preset, fp8, args.activation_checkpointing, args.loss_chunk_rows, args.fp8_backend,
-            args.loss_impl, overrides)
+            args.loss_impl, overrides, recompute_swiglu=impl == "ours_swiglu")
     n_params = sum(p.numel() for p in model.parameters())
 
     if args.parallel == "ddp":

@@ -144,16 +144,22 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, T, self.n_head * hd))
 
 
+def swiglu(gate_up):
+    """silu(gate) * up, on the fused gate | up output."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
 class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         # One fused matrix, rows gate | up (RECIPE §2: Muon sees the fused [2·ffn, d] matrix).
         self.gate_up = nn.Linear(cfg.d_model, 2 * cfg.d_ffn, bias=False)
         self.down = nn.Linear(cfg.d_ffn, cfg.d_model, bias=False)
+        self.act = swiglu  # train.apply_swiglu_recompute swaps in a recomputed one
 
     def forward(self, x):
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        return self.down(self.act(self.gate_up(x)))
 
 
 class Block(nn.Module):

@@ -135,6 +135,10 @@ class Config:
     #   outputs that backward GEMMs read (RMSNorm, SwiGLU, bf16 weight casts) instead of keeping
     #   them: 48.6 -> 32.1 KB of activations per token and block and no bf16 weight copies (45.8
     #   MiB per block) at full width (CPU count: docs/measurements/saved_activations.py)
+    recompute_swiglu: bool = False  # keep the gate|up output only and recompute the SwiGLU
+    #   output from it in backward: 48.6 -> 41.1 KB per token and block at full width, i.e.
+    #   -5.6 GiB at micro-batch 4 (CPU count: docs/measurements/saved_activations.py); compiled,
+    #   the recomputation fuses into the SwiGLU backward kernel (seen in CPU inductor's code)
     activation_checkpointing: Union[bool, int] = False  # recompute blocks in backward:
     #   True = every block (16K context); N = every N-th block only, a selective trade of
     #   ~1 GiB of activations per block (full model, 16K tokens) for ~1/3 of its compute
@@ -1015,6 +1019,15 @@ def apply_activation_checkpointing(model, every=1):
             block.forward = functools.partial(checkpointed, block.forward)
 
 
+def apply_swiglu_recompute(model):
+    """Each MLP's SwiGLU under torch.utils.checkpoint: its output (the down projection's input)
+    is not kept for backward but recomputed there from the gate|up output, which the SwiGLU
+    backward reads anyway. No GEMM runs twice."""
+    from torch.utils.checkpoint import checkpoint as recompute
+    for block in model.blocks:
+        block.mlp.act = functools.partial(recompute, model_lib.swiglu, use_reentrant=False)
+
+
 def apply_fsdp(model):
     """FSDP2: each block its own all-gather unit, then the root (embedding, final norm).
     Same numerics as one process and DDP: fp32 parameters (so an fp32 embedding output and
@@ -1041,6 +1054,8 @@ def set_elementwise_recompute(on):
 def wrap_model(raw_model, cfg, d, fsdp, use_compile):
     """Activation checkpointing, torch.compile, then FSDP2 or DDP -> the module a step calls."""
     set_elementwise_recompute(cfg.recompute_elementwise)
+    if cfg.recompute_swiglu:
+        apply_swiglu_recompute(raw_model)
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(raw_model, 1 if cfg.activation_checkpointing is True
                                        else cfg.activation_checkpointing)

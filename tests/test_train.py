@@ -145,10 +145,13 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(dataset, tmp_path)
     assert val_a == val_b
 
 
-@pytest.mark.parametrize("setting", [True, 2])  # every block; selective: every 2nd block
-def test_activation_checkpointing_gives_the_same_losses(dataset, tmp_path, setting):
+@pytest.mark.parametrize("setting", [dict(activation_checkpointing=True),  # every block
+                                     dict(activation_checkpointing=2),  # selective: every 2nd block
+                                     dict(recompute_swiglu=True),  # the SwiGLU output alone
+                                     dict(recompute_swiglu=True, activation_checkpointing=True)])
+def test_recomputation_gives_the_same_losses(dataset, tmp_path, setting):
     run_inprocess(tiny_args(dataset, tmp_path / "plain", max_steps=4))
-    run_inprocess(tiny_args(dataset, tmp_path / "ac", max_steps=4, activation_checkpointing=setting))
+    run_inprocess(tiny_args(dataset, tmp_path / "ac", max_steps=4, **setting))
     assert losses(tmp_path / "plain") == losses(tmp_path / "ac")
 
 
@@ -206,6 +209,44 @@ def test_recompute_elementwise_keeps_fewer_activations_and_gives_the_same_gradie
     assert kept[True] < 0.75 * kept[False], kept
     for a, b in zip(grads[False], grads[True]):
         assert torch.equal(a, b)  # the same element-wise ops, recomputed bit for bit
+
+
+def test_recompute_swiglu_keeps_the_gate_up_output_only_and_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = train.model_lib.Xmodel(train.model_lib.model_config("tiny"))
+    block, T = model.blocks[0], 32
+    cos, sin = model.rope_cos[:T], model.rope_sin[:T]
+    x0 = torch.randn(1, T, model.config.d_model)
+    exists = {p.data_ptr() for p in block.parameters()} | {cos.data_ptr(), sin.data_ptr()}
+    ffn = model.config.d_ffn
+    kept, grads = {}, {}
+    try:
+        for on in (False, True):
+            if on:
+                train.apply_swiglu_recompute(model)
+            torch._dynamo.reset()
+            compiled = torch.compile(block, backend="aot_eager_decomp_partition")
+            saved = []
+
+            def pack(t):
+                if t.data_ptr() not in exists:
+                    saved.append(tuple(t.shape))
+                return t
+            x = x0.clone().requires_grad_()
+            block.zero_grad()
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    y = compiled(x, cos, sin)
+            y.float().square().sum().backward()
+            kept[on] = saved
+            grads[on] = [x.grad] + [p.grad.clone() for p in block.parameters()]
+    finally:
+        torch._dynamo.reset()
+    assert block.mlp.act is not train.model_lib.swiglu
+    assert (T, ffn) in kept[False] and (T, ffn) not in kept[True], kept  # the SwiGLU output
+    assert (T, 2 * ffn) in kept[True]  # the gate|up output it is recomputed from
+    for a, b in zip(grads[False], grads[True]):
+        assert torch.equal(a, b)
 
 
 def test_selective_activation_checkpointing_wraps_every_nth_block():

@@ -1,6 +1,6 @@
 """
-Activation bytes one compiled block keeps for its backward, per token, with and without
-`recompute_elementwise` (train.py): what torch.compile's partitioner saves, counted through
+Activation bytes one compiled block keeps for its backward, per token, by default, with
+`recompute_elementwise` and with `recompute_swiglu` (train.py): what torch.compile's partitioner saves, counted through
 torch.autograd.graph.saved_tensors_hooks (parameters, which exist anyway, left out).
 
     python docs/measurements/saved_activations.py [--preset xmodel-2.5] [--tokens 512]
@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import model as model_lib  # noqa: E402
-from train import set_elementwise_recompute  # noqa: E402
+from train import apply_swiglu_recompute, set_elementwise_recompute  # noqa: E402
 
 
 def saved_tensors(block, x, cos, sin, device):
@@ -60,14 +60,16 @@ def main():
     cos, sin = m.rope_cos[:T].to(device), m.rope_sin[:T].to(device)
     print(f"{args.preset}, one block (d {cfg.d_model}, ffn {cfg.d_ffn}), {T} tokens, bf16 autocast, "
           f"compiled, {device.type}")
-    for on in (False, True):
-        set_elementwise_recompute(on)
+    for name in ("default", "recompute_elementwise", "recompute_swiglu"):
+        set_elementwise_recompute(name == "recompute_elementwise")
+        if name == "recompute_swiglu":
+            apply_swiglu_recompute(m)
         torch._dynamo.reset()
         block = torch.compile(m.blocks[0])
         x = torch.randn(1, T, cfg.d_model, device=device, requires_grad=True)
         tensors = saved_tensors(block, x, cos, sin, device)
         per_token, other = split_bytes(tensors, T)
-        print(f"recompute_elementwise={on!s:5}: activations {per_token / 1024:5.1f} KB per token, "
+        print(f"{name:21}: activations {per_token / 1024:5.1f} KB per token, "
               f"weight copies {other / 2**20:5.1f} MiB per block; "
               + ", ".join(f"{str(t.dtype)[6:]}{list(t.shape)}" for t in tensors))
     set_elementwise_recompute(False)
