@@ -155,6 +155,14 @@ def test_recomputation_gives_the_same_losses(dataset, tmp_path, setting):
     assert losses(tmp_path / "plain") == losses(tmp_path / "ac")
 
 
+def test_recompute_swiglu_leaves_the_fp8_model_training_alike(dataset, tmp_path):
+    # Float8Linear keeps its own FP8 copy of the down projection's input: nothing to recompute
+    fp8 = dict(max_steps=3, fp8=True, fp8_emulate=True)
+    run_inprocess(tiny_args(dataset, tmp_path / "plain", **fp8))
+    run_inprocess(tiny_args(dataset, tmp_path / "swiglu", recompute_swiglu=True, **fp8))
+    assert losses(tmp_path / "plain") == losses(tmp_path / "swiglu")
+
+
 def test_compile_compiles_each_block_and_the_loss_and_trains_like_eager(dataset, tmp_path, monkeypatch):
     # train.py compiles block by block plus the loss (docs/PERFORMANCE.md: as fast as one
     # whole-model compile, in far less time). aot_eager traces what inductor would (dynamo
