@@ -436,7 +436,8 @@ def muon_report(size, results, root):
     table = ["## Final val loss per arm (mean ± std over seeds)", "",
              (f"Shared stable phase (AdamW, {size['stable_steps']} steps): val {fmt(stable['val'])}."
               if stable else "The stable phase has not finished yet.")
-             + (f" Decay data: {size['decay_data']}." if size.get("decay_data") else
+             + (f" Decay data: {size['decay_data']}; the decays' val mix is theirs, so compare the arms "
+                f"with each other, not with the stable phase's val." if size.get("decay_data") else
                 " The decays train on the stable phase's mix."), "",
              "| condition | arm | seeds | val (mix) | " + " | ".join(sources) + " |",
              "|" + " --- |" * (4 + len(sources))]
