@@ -968,8 +968,7 @@ def dataset_build_command(path):
     if p.name == "default":
         return "python prepare.py"
     if p.parent.name == "proxy" and p.name in CORPUS_SOURCES:
-        return f"{CORPUS_BUILD}{'' if str(p.parent) == 'data/proxy' else ' --out ' + str(p.parent)}" \
-               f" (archives first: {CORPUS_FETCH})"
+        return f"{CORPUS_FETCH} && {CORPUS_BUILD}{'' if str(p.parent) == 'data/proxy' else ' --out ' + str(p.parent)}"
     return f"python prepare.py --input FILES... --out {path}"
 
 

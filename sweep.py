@@ -284,9 +284,13 @@ def _check(runs, root):
         errors.append(f"{message} (run{'s' if len(names_bad) > 1 else ''} {', '.join(names_bad[:3])}"
                       f"{f' and {len(names_bad) - 3} more' if len(names_bad) > 3 else ''})")
     if missing_data:
-        errors.append(f"data not prepared: {', '.join(sorted(missing_data))} (build it with "
-                      f"prepare.py, or pass --data with prepared folders, e.g. "
-                      f"--data \"{{'data/default': 1.0}}\" after `python prepare.py`)")
+        import prepare  # the command that builds each folder (the proxy corpus's ten share one)
+        by_command = {}
+        for path in sorted(missing_data):
+            by_command.setdefault(prepare.dataset_build_command(path), []).append(path)
+        builds = "; ".join(f"{', '.join(paths)}: build with `{cmd}`" for cmd, paths in by_command.items())
+        errors.append(f"data not prepared: {builds}; or pass --data with prepared folders, e.g. "
+                      f"--data \"{{'data/default': 1.0}}\" after `python prepare.py`")
     if errors:
         raise SweepError("; ".join(errors) if len(errors) == 1 else
                          f"{len(errors)} problems: " + " | ".join(errors))

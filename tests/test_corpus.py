@@ -288,8 +288,8 @@ def test_mixture_names_every_missing_dataset_with_the_command_that_builds_it(tmp
     assert isinstance(e.value, PrepareError) and "\n" not in msg
     assert msg.startswith("5 of the 5 datasets are missing: ")
     assert "data/default does not exist; build it with `python prepare.py`" in msg
-    assert ("data/proxy/code and data/proxy/wiki-en do not exist; build them with `python prepare.py --corpus "
-            "proxy (archives first: bash gpu_tests/corpus_carry.sh fetch)`") in msg  # one command for both
+    assert ("data/proxy/code and data/proxy/wiki-en do not exist; build them with `bash gpu_tests/corpus_carry.sh "
+            "fetch && python prepare.py --corpus proxy`") in msg  # one command for both
     assert f"{tmp_path / 'web'} does not exist; build it with `python prepare.py --input FILES... --out" in msg
     assert f"{tmp_path / 'half'} has no meta.json" in msg
 
