@@ -134,7 +134,8 @@ class Config:
     recompute_elementwise: bool = False  # torch.compile recomputes the blocks' element-wise
     #   outputs that backward GEMMs read (RMSNorm, SwiGLU, bf16 weight casts) instead of keeping
     #   them: 48.6 -> 32.1 KB of activations per token and block and no bf16 weight copies (45.8
-    #   MiB per block) at full width (CPU count: docs/measurements/saved_activations.py)
+    #   MiB per block) at full width (CPU count: docs/measurements/saved_activations.py); full
+    #   model, micro-batch 4, one H200: 63.5 -> 48.9 GiB at 0.98x the speed (docs/PERFORMANCE.md)
     recompute_swiglu: bool = False  # keep the gate|up output only and recompute the SwiGLU
     #   output from it in backward: 48.6 -> 41.1 KB per token and block at full width, i.e.
     #   -5.6 GiB at micro-batch 4 (CPU count: docs/measurements/saved_activations.py); compiled,
