@@ -904,7 +904,6 @@ CORPUS_SOURCES = {
     "chat-en": CorpusSource("SFT mixed (decay phase)", ["chitchat-dataset"], "MIT (chitchat-dataset)",
                             _chat_documents, sft=True),
 }
-STABLE_SOURCES = [name for name, src in CORPUS_SOURCES.items() if not src.sft]
 
 
 def corpus_archives(archive_dir=CORPUS_ARCHIVE_DIR, archives=None, needed=None):

@@ -309,8 +309,9 @@ def test_requirements_corpus_pins_exactly_the_archives_prepare_checks():
 def test_proxy_config_trains_on_the_corpus_with_the_stable_mix_one_line_away():
     from train import load_config
     cfg = load_config(str(ROOT / "config" / "proxy.py"), world_size=1)
-    assert set(cfg.data) == {f"data/proxy/{n}" for n in prepare.STABLE_SOURCES}
-    assert prepare.STABLE_SOURCES == [n for n in CORPUS_SOURCES if n != "chat-en"]  # no SFT (RECIPE §5)
+    # every source but the chat one: the stable phases have no SFT (RECIPE §5)
+    assert set(cfg.data) == {f"data/proxy/{n}" for n, src in CORPUS_SOURCES.items() if not src.sft}
+    assert [n for n, src in CORPUS_SOURCES.items() if src.sft] == ["chat-en"]
     assert abs(sum(cfg.data.values()) - 100) < 1e-6
     text = (ROOT / "config" / "proxy.py").read_text()
     assert '# include("stable_s1.py", "data")' in text
