@@ -663,6 +663,8 @@ def build(args):
         if args.experiment != "muon":
             raise ValueError("--decay-data is for the muon experiment (the data of its decay phase)")
         size = {**size, "decay_data": _mix("--decay-data", args.decay_data)}
+    if args.sft_data is not None and args.decay_sft is None:
+        raise ValueError("--sft-data is the data of --decay-sft SHARE: give the share too")
     if args.decay_sft is not None:
         if args.experiment != "muon" or args.decay_data is not None:
             raise ValueError("--decay-sft is for the muon experiment, in place of --decay-data")
@@ -670,7 +672,7 @@ def build(args):
             raise ValueError(f"--decay-sft is the decay mix's SFT share, between 0 and 1 (the recipe's "
                              f"0.6687), got {args.decay_sft}")
         size = {**size, "decay_data": sft_mix(data or train.load_config(PROXY).data, args.decay_sft,
-                                              args.sft_data)}
+                                              args.sft_data or SFT_DATA)}
     if size_name == "toy":  # the tiny model's embedding sized to the data's tokenizer
         vocab = _data_vocab(data or {})
         if vocab:
@@ -793,7 +795,7 @@ def main(argv=None):
     p.add_argument("--decay-sft", type=float, default=None, metavar="SHARE",
                    help="muon only: the decays train on SHARE of --sft-data (loss on the replies) and "
                    "the rest on the stable mix, as the recipe's decay mix (0.6687)")
-    p.add_argument("--sft-data", default=SFT_DATA, help=f"with --decay-sft: a prepared SFT dataset "
+    p.add_argument("--sft-data", default=None, help=f"with --decay-sft: a prepared SFT dataset "
                    f"(default {SFT_DATA}, built by `python prepare.py --corpus proxy`)")
     p.add_argument("--fp8-backends", default=None, help="fp8 only: e.g. native,te,native_out (default native; "
                    "native_out: the output layer in FP8 too)")

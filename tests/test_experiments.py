@@ -183,6 +183,7 @@ def test_the_proxy_decays_commented_sft_mix_is_the_one_decay_sft_builds():
     (["fp8"], "error: fp8=True needs an NVIDIA GPU"),  # this CPU: no FP8 arm
     (["muon", "--toy", "--decay-sft", "1.5"], "error: --decay-sft is the decay mix's SFT share"),
     (["mup", "--toy", "--decay-sft", "0.5"], "error: --decay-sft is for the muon experiment"),
+    (["muon", "--toy", "--sft-data", "data/sft"], "error: --sft-data is the data of --decay-sft SHARE"),
     (["muon", "--toy", "--decay-sft", "0.5", "--sft-data", "nowhere/chat"], "error: data not prepared: nowhere/chat"),
 ])
 def test_bad_input_is_one_error_line_and_writes_nothing(args, message, data, tmp_path, capsys):
