@@ -978,7 +978,7 @@ class MissingDataError(PrepareError):
 
 def check_datasets_exist(paths):
     """Raises MissingDataError naming ALL missing/unfinished dataset folders at once, grouped by
-    the command that builds them (the proxy corpus's nine share one)."""
+    the command that builds them (the proxy corpus's ten share one)."""
     groups = {}  # (problem, command) -> paths, in the order given
     for path in paths:
         if not os.path.isdir(path):

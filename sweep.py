@@ -246,7 +246,7 @@ def _check(runs, root):
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise SweepError(f"duplicate run names {dupes}")
-    missing_data, bad_config = set(), {}  # one message per problem, not per run
+    data_paths, bad_config = set(), {}  # one message per problem, not per run
     for config in sorted({r.config for r in runs}):
         if not os.path.exists(config):
             raise SweepError(f"{config} not found: run from the repository root")
@@ -259,9 +259,7 @@ def _check(runs, root):
         except (train.ConfigError, OSError) as e:
             bad_config.setdefault(" ".join(str(e).replace("\n  - ", "; ").split()), []).append(run.name)
             continue
-        for path in list(cfg.data) + list(cfg.val_data or {}):
-            if not os.path.exists(os.path.join(path, "meta.json")):
-                missing_data.add(path)
+        data_paths.update(list(cfg.data) + list(cfg.val_data or {}))
         run_dir = os.path.join(root, "runs", run.name)
         if not os.path.exists(run_dir):
             state[run.name] = "fresh"
@@ -283,13 +281,11 @@ def _check(runs, root):
     for message, names_bad in bad_config.items():
         errors.append(f"{message} (run{'s' if len(names_bad) > 1 else ''} {', '.join(names_bad[:3])}"
                       f"{f' and {len(names_bad) - 3} more' if len(names_bad) > 3 else ''})")
-    if missing_data:
-        import prepare  # the command that builds each folder (the proxy corpus's ten share one)
-        by_command = {}
-        for path in sorted(missing_data):
-            by_command.setdefault(prepare.dataset_build_command(path), []).append(path)
-        builds = "; ".join(f"{', '.join(paths)}: build with `{cmd}`" for cmd, paths in by_command.items())
-        errors.append(f"data not prepared: {builds}; or pass --data with prepared folders, e.g. "
+    import prepare  # names every missing folder with the command that builds it, as train.py does
+    try:
+        prepare.check_datasets_exist(sorted(data_paths))
+    except prepare.MissingDataError as e:
+        errors.append(f"data not prepared: {e}; or pass --data with prepared folders, e.g. "
                       f"--data \"{{'data/default': 1.0}}\" after `python prepare.py`")
     if errors:
         raise SweepError("; ".join(errors) if len(errors) == 1 else
