@@ -2,8 +2,10 @@
 # One H200 call per experiment: the proxy corpus built first if this machine lacks it (its
 # archives stashed by an earlier call, the last part carried), then
 # `python3 experiments.py EXP --time-limit LIMIT [FLAGS]`; the report, PNG, results.json and
-# every run's metrics and train.log come back in $OUT. A second call with the same EXP resumes
-# the sweep while the machine is still warm (its out/ is kept between calls).
+# every run's metrics and train.log come back in $OUT as one runs_EXP.tgz beside exp_EXP.log (the
+# device tool returns at most 8 files a call: two per experiment let several share a call). A
+# second call with the same EXP resumes the sweep while the machine is still warm (its out/ is
+# kept between calls).
 #
 #   call 1, carrying .whl/p1:  bash gpu_tests/corpus_carry.sh stash
 #   call 2, carrying .whl/p2:  XMODEL_COMMIT=$(git rev-parse --short HEAD) bash gpu_tests/experiment_run.sh muon 480
@@ -31,7 +33,6 @@ case " $* " in *" --full "*) root=out/exp_${exp}_full ;; esac
 case " $* " in *" --decay-sft "*) root=${root}_sft ;; esac
 tar czf "$out/runs_$exp.tgz" $root/report.md $root/results.json $root/*.png $root/runs/*/run.json \
   $root/runs/*/result.json $root/runs/*/metrics.jsonl $root/runs/*/train.log $root/runs/*/report.md 2>/dev/null
-cp $root/report.md "$out/exp_${exp}_report.md" 2>/dev/null; cp $root/*.png "$out/" 2>/dev/null
 tail -25 "$out/exp_$exp.log"
 echo "-- report"
 sed -n '/## /,$p' $root/report.md 2>/dev/null | grep -v '^!\[' | head -60

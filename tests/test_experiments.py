@@ -238,3 +238,11 @@ def test_statistics():
     assert experiments.optimum([1, 2, 4, 8], [None, 1.0, 2.0, 3.0])["edge"]
     assert experiments.optimum([1, 2], [None, None]) is None
     assert experiments.optimum([1, 2], [inf, inf]) is None
+
+
+def test_fp8_parity_is_one_sided_and_shown_only_by_the_intervals_upper_end():
+    bound = math.log(1.005)  # the paper: FP8 at most 0.5% worse in perplexity
+    assert experiments.parity_bound(-0.0054, 0.11) == ("yes", "no")  # better on average, seeds too few
+    assert experiments.parity_bound(0.9 * bound, 0.05 * bound) == ("yes", "yes")
+    assert experiments.parity_bound(1.1 * bound, 0.01) == ("no", "no")
+    assert experiments.parity_bound(-0.01, None) == ("yes", "-")  # one seed: nothing shown
