@@ -138,8 +138,8 @@ class Config:
     #   model, micro-batch 4, one H200: 63.5 -> 48.9 GiB at 0.98x the speed (docs/PERFORMANCE.md)
     recompute_swiglu: bool = False  # keep the gate|up output only and recompute the SwiGLU
     #   output from it in backward: 48.6 -> 41.1 KB per token and block at full width, i.e.
-    #   -5.6 GiB at micro-batch 4 (CPU count: docs/measurements/saved_activations.py); compiled,
-    #   the recomputation fuses into the SwiGLU backward kernel (seen in CPU inductor's code)
+    #   -5.6 GiB at micro-batch 4 (CPU count: docs/measurements/saved_activations.py); full
+    #   model, micro-batch 4, one H200: 63.5 -> 57.8 GiB at 0.987x the speed (docs/PERFORMANCE.md)
     activation_checkpointing: Union[bool, int] = False  # recompute blocks in backward:
     #   True = every block (16K context); N = every N-th block only, a selective trade of
     #   ~1 GiB of activations per block (full model, 16K tokens) for ~1/3 of its compute
