@@ -131,9 +131,6 @@ STEP_S = 4.2e-3
 US_PER_TOKEN = {(256, 4): 1.005, (512, 4): 1.463, (1024, 4): 2.472, (2048, 4): 5.149,
                 (256, 8): 1.200, (256, 16): 1.595}  # (width, layers) -> microseconds per token
 FP8_FACTOR = {256: 1.11, 1024: 0.98}  # native FP8 / bf16 per-token time (830k vs 920k, 400k vs 391k)
-# fp8_output on top, at width 1024: two such runs side by side 99k tokens/s each, two FP8-blocks
-# runs 181k (train.py's logs, docs/measurements/2026-12-01e_h200/fp8/); other widths not measured
-FP8_OUTPUT_FACTOR = 1.83
 MUON_STEP_S = 13.6e-3  # AdamW+Muon minus AdamW per step at width 512 (548k vs 646k tokens/s)
 COMPILE_S = 30  # torch.compile of a new shape in a worker: 5-40 s measured
 RUN_S = 1.5  # a run's config, data, model, final val and report
@@ -159,8 +156,6 @@ def predict(run, n_sources):
     width, n_layer = mo.get("d_model", 256), mo.get("n_layer", 4)
     vocab, seq = mo.get("vocab_size", 129_280), o.get("seq_len", 2048)
     us = us_per_token(width, n_layer, vocab, seq_len=seq) * (FP8_FACTOR.get(width, 1.0) if o.get("fp8") else 1.0)
-    if o.get("fp8_output"):
-        us *= FP8_OUTPUT_FACTOR
     steps = o["max_steps"] - o.get("start_step", 0)
     step_s = STEP_S + o["global_batch"] * seq * us * 1e-6
     if o.get("muon_switch_step") is not None:

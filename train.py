@@ -379,6 +379,9 @@ def validate(cfg: Config, world_size: int = 1):
          "compile_scope='model' is for one process or DDP; FSDP2 compiles block by block (compile_scope='block')")
     need(cfg.compile_mode in COMPILE_MODES,
          f"compile_mode must be one of {', '.join(map(repr, COMPILE_MODES))}, got {cfg.compile_mode!r}")
+    need(cfg.compile_mode == "default" or compile_on(cfg, cuda_wanted(cfg)),
+         f"compile_mode={cfg.compile_mode!r} is torch.compile's, which is off here: set compile=True "
+         f"(compile='auto' means off on a CPU)")
     need(not cuda_graphs(cfg) or (cfg.compile_scope == "model" and world_size == 1 and not cfg.fp8),
          f"compile_mode={cfg.compile_mode!r} (CUDA graphs) is for one process with "
          f"compile_scope='model' and without fp8: set compile_scope='model', or compile_mode='default'")
@@ -394,6 +397,9 @@ def validate(cfg: Config, world_size: int = 1):
          f"fp8_backend must be 'auto', 'te' or 'native', got {cfg.fp8_backend!r}")
     need(not cfg.fp8_output or (cfg.fp8 and cfg.loss_impl == "chunked"),
          "fp8_output=True puts the chunked loss's GEMMs in FP8: it needs fp8=True and loss_impl='chunked'")
+    need(not cfg.fp8_output or cfg.fp8_emulate or (cfg.micro_batch * cfg.seq_len) % fp8.FP8_DIM_MULTIPLE == 0,
+         f"fp8_output=True needs micro_batch × seq_len to be a multiple of {fp8.FP8_DIM_MULTIPLE} (FP8 GEMMs; "
+         f"otherwise emulated and several times slower), got {cfg.micro_batch} × {cfg.seq_len}")
     need(cfg.wandb_mode in ("online", "offline", "disabled"),
          f"wandb_mode must be 'online', 'offline' or 'disabled', got {cfg.wandb_mode!r}")
     need(cfg.model_preset in model_lib.PRESETS,
@@ -606,7 +612,7 @@ def accumulate_gradients(run, batches, accum):
     """Forward and backward over this rank's `accum` micro-batches -> the sum of their weighted
     losses."""
     d, loss_sum = run.d, torch.zeros((), device=run.d.device)
-    graphs = run.use_compile and cuda_graphs(run.cfg)
+    graphs = cuda_graphs(run.cfg)
     for (i, x, y, mask), weight in zip(batches, loss_weights(run.cfg, d, batches, accum)):
         if graphs:  # a new replay may reuse the last one's outputs: only loss_sum outlives it
             torch.compiler.cudagraph_mark_step_begin()
@@ -1112,7 +1118,7 @@ def evaluate(run):
             x, y, mask = mixture.get_batch(0, d.rank, i, cfg.micro_batch)
             x, y = x.to(d.device), y.to(d.device)
             mask = mask.to(d.device) if mask is not None else None
-            if run.use_compile and cuda_graphs(cfg):
+            if cuda_graphs(cfg):
                 torch.compiler.cudagraph_mark_step_begin()
             with autocast(run):
                 total += run.model(x, y, loss_mask=mask).float()
