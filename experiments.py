@@ -15,6 +15,7 @@ final metrics) and runs/ (each run's train.py folder). docs/EXPERIMENTS.md has t
 """
 import argparse
 import ast
+import fnmatch
 import math
 import os
 import subprocess
@@ -736,6 +737,27 @@ def precheck(runs):
                          "(gpu_tests/te_carry.sh brings it onto an offline GPU machine)")
 
 
+def select_runs(runs, patterns):
+    """The runs whose names match one of the comma-separated shell patterns (`--only`), with
+    the runs they wait for (a decay's stable phase), in the sweep's order. Each pattern must
+    match a run."""
+    wanted = [p for p in patterns.split(",") if p]
+    unmatched = [p for p in wanted if not any(fnmatch.fnmatchcase(r.name, p) for r in runs)]
+    if not wanted or unmatched:
+        names = ", ".join(r.name for r in runs[:12]) + (", ..." if len(runs) > 12 else "")
+        raise ValueError(f"--only {patterns!r}: {', '.join(map(repr, unmatched)) or 'no pattern'} "
+                         f"matches no run of this sweep; its runs: {names} (--plan lists them all)")
+    chosen = {r.name for r in runs if any(fnmatch.fnmatchcase(r.name, p) for p in wanted)}
+    by_name = {r.name: r for r in runs}
+    todo = list(chosen)
+    while todo:
+        for dep in by_name[todo.pop()].after:
+            if dep not in chosen:
+                chosen.add(dep)
+                todo.append(dep)
+    return [r for r in runs if r.name in chosen]
+
+
 def finished_results(runs, root):
     """{name: result} of the runs with a result.json in root, as the sweep wrote them. With
     --report-only the settings are not compared with today's: each result carries its own."""
@@ -813,6 +835,10 @@ def main(argv=None):
                    f"(default {SFT_DATA}, built by `python prepare.py --corpus proxy`)")
     p.add_argument("--fp8-backends", default=None, help="fp8 only: e.g. native,te,native_out (default native; "
                    "native_out: the output layer in FP8 too)")
+    p.add_argument("--only", default=None, metavar="PATTERNS",
+                   help="run only the runs whose names match these comma-separated shell patterns "
+                   "(and the runs they wait for), e.g. --only 'lr16_long_*'; the report covers "
+                   "every finished run of the sweep")
     p.add_argument("--plan", action="store_true", help="list the runs and the predicted H200 time; run nothing")
     p.add_argument("--report-only", action="store_true", help="rewrite report.md, the PNG and results.json "
                    "from the runs already finished in --out (e.g. copied from a GPU machine); run nothing")
@@ -820,6 +846,7 @@ def main(argv=None):
     args.argv = argv
     try:
         size_name, size, runs, root, data = build(args)
+        todo = select_runs(runs, args.only) if args.only is not None else runs
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         if args.time_limit is not None and args.time_limit <= 0:
@@ -832,8 +859,8 @@ def main(argv=None):
             import train
             n_sources = len(data or train.load_config(PROXY).data)
             workers = args.workers if explicit_workers else 2  # what a GPU machine would use
-            total, compute, lines = plan(runs, workers, n_sources)
-            print(f"{args.experiment} ({size_name}): {len(runs)} runs, {workers} worker(s); predicted on one "
+            total, compute, lines = plan(todo, workers, n_sources)
+            print(f"{args.experiment} ({size_name}): {len(todo)} runs, {workers} worker(s); predicted on one "
                   f"H200: {total:.0f} s ({total / 60:.1f} min), of which {compute:.0f} s GPU compute")
             print("\n".join(lines))
             return 0
@@ -842,8 +869,10 @@ def main(argv=None):
             results, interrupted = finished_results(runs, root), False
             unfinished = {r.name: "not run" for r in runs if r.name not in results}
         else:
-            precheck(runs)
-            results, unfinished, interrupted = sweep.run_all(runs, root, args.workers, args.time_limit)
+            precheck(todo)
+            results, unfinished, interrupted = sweep.run_all(todo, root, args.workers, args.time_limit)
+            if todo is not runs:  # the report: every run of the sweep finished so far
+                results = {**sweep.finished_results(runs, root), **results}
     except (ValueError, sweep.SweepError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -416,6 +416,15 @@ def convert_to_fp8(model, backend="auto", amax_history_len=128, amax_compute_alg
 
 # --------------------------------------------------------------------------- the output layer
 
+def output_gemm_shapes_fit(rows, d, vocab, chunk_rows):
+    """Whether the output layer's FP8 GEMMs can run on _scaled_mm: it needs every GEMM
+    dimension divisible by 16 (rows and chunk_rows multiples of 16 make every chunk one).
+    Otherwise fp8_output_gemms does the same quantization with emulated products, for CPU
+    tests and odd token counts; on a GPU that is several times slower (train.py refuses a
+    micro-batch that would take it; model.default_chunk_rows keeps the chunks fitting)."""
+    return not any(x % FP8_DIM_MULTIPLE for x in (rows, d, vocab, min(chunk_rows, rows)))
+
+
 def fp8_output_gemms(h, weight, dtype, need_grads, chunk_rows, emulate=False):
     """model.output_gemms in FP8, for model._ce_chunks: logits = h·Wᵀ in E4M3 x E4M3, and g·W
     and gᵀ·h with g = d loss / d logits in E5M2. Scaling is current, not delayed: the weight's
@@ -424,10 +433,7 @@ def fp8_output_gemms(h, weight, dtype, need_grads, chunk_rows, emulate=False):
     exactly. The logits come out of the GEMM in fp32. `dtype` (the autocast dtype) is unused:
     every GEMM input is FP8."""
     n, d = h.shape
-    # _scaled_mm needs every GEMM dimension divisible by 16 (n and chunk_rows multiples of 16
-    # make every chunk one); otherwise the same quantization with an emulated product (CPU
-    # tests, odd token counts).
-    emulate = emulate or any(x % FP8_DIM_MULTIPLE for x in (n, d, weight.shape[0], min(chunk_rows, n)))
+    emulate = emulate or not output_gemm_shapes_fit(n, d, weight.shape[0], chunk_rows)
     w_scale = amax_to_scale(tensor_amax(weight), E4M3)
     w_fp8 = quantize(weight, w_scale, E4M3)  # [V, d] row-major: .t() is the column-major [d, V]
     w_fp8_cm = column_major(w_fp8) if need_grads else None  # [V, d] column-major, for g·W

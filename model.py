@@ -177,11 +177,20 @@ class Block(nn.Module):
 
 
 # Rows of hidden states per cross-entropy chunk: each chunk's fp32 logits hold about
-# LOSS_CHUNK_ELEMENTS numbers (2^29 = 2 GiB: 4,152 rows of the 129,280 vocabulary, so a
-# 16K-token micro-batch takes 4 chunks). Smaller chunks save memory but cost time: every
+# LOSS_CHUNK_ELEMENTS numbers (2^29 = 2 GiB: 4,144 rows of the 129,280 vocabulary, so a
+# 16K-token micro-batch takes 4 chunks), rounded down to a multiple of 16 rows: FP8's GEMMs
+# (fp8.fp8_output_gemms) need every dimension divisible by 16, and 4,152 rows sent them down
+# their emulated path. Smaller chunks save memory but cost time: every
 # chunk adds one read-modify-write of the fp32 [V, d] weight gradient (794 MB at full
 # size). The H100 figures in docs/PERFORMANCE.md were taken with 4,096-row chunks.
 LOSS_CHUNK_ELEMENTS = 2 ** 29
+CHUNK_ROW_MULTIPLE = 16
+
+
+def default_chunk_rows(vocab_size):
+    """Rows per loss chunk: LOSS_CHUNK_ELEMENTS of logits, a multiple of CHUNK_ROW_MULTIPLE."""
+    rows = LOSS_CHUNK_ELEMENTS // vocab_size
+    return max(1, rows // CHUNK_ROW_MULTIPLE * CHUNK_ROW_MULTIPLE or rows)
 
 
 def output_gemms(h, weight, dtype, need_grads, chunk_rows):
@@ -260,7 +269,7 @@ def chunked_cross_entropy(h, weight, targets, loss_mask=None, output_mult=1.0, c
     # Normalising the row weights up front makes the result (and its gradient) a mean.
     loss_weights = valid.float() / valid.sum().clamp(min=1)
     targets = targets.clamp(min=0)  # ignored rows have weight 0; any valid index will do
-    chunk_rows = chunk_rows or max(1, LOSS_CHUNK_ELEMENTS // weight.shape[0])
+    chunk_rows = chunk_rows or default_chunk_rows(weight.shape[0])
     dev = h.device.type
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
@@ -299,7 +308,7 @@ def check_loss_impl(impl):
 def liger_chunk_mem_const(rows, d, vocab, chunk_rows):
     """liger-kernel sizes its chunks as next_pow2(rows / ceil(vocab / (c·d))) rows; its default
     c = 1 gives 64-row chunks at the proxy's shape and 256-row ones at full size. This c gives
-    chunks of about chunk_rows rows, like the chunked loss (4,096 at both shapes for 4,152)."""
+    chunks of about chunk_rows rows, like the chunked loss (4,096 at both shapes for 4,144)."""
     return max(1, -(-chunk_rows * vocab // (rows * d)))
 
 
@@ -322,7 +331,7 @@ def external_cross_entropy(impl, h, weight, targets, loss_mask=None, output_mult
     x, w = (h * output_mult).to(dtype), weight.to(dtype)
     if impl == "liger":
         from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
-        chunk_rows = chunk_rows or max(1, LOSS_CHUNK_ELEMENTS // weight.shape[0])
+        chunk_rows = chunk_rows or default_chunk_rows(weight.shape[0])
         # accum_dtype fp32: the weight gradient sums over chunks in fp32 (default: in w's bf16)
         kwargs = dict(accum_dtype=torch.float32,
                       chunk_mem_const=liger_chunk_mem_const(x.shape[0], x.shape[1], w.shape[0], chunk_rows))
@@ -347,7 +356,7 @@ class Xmodel(nn.Module):
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = (None if config.tie_embeddings else
                         nn.Linear(config.d_model, config.vocab_size, bias=False))
-        self.loss_chunk_rows = None  # None: LOSS_CHUNK_ELEMENTS // vocab_size rows per chunk
+        self.loss_chunk_rows = None  # None: default_chunk_rows(vocab_size) rows per chunk
         self.ce_chunks = _ce_chunks  # the loss's chunk loop; compile_by_block() swaps in a compiled one
         self.loss_impl = "chunked"  # or "liger" / "cce": LOSS_IMPLS, optional packages
         # Non-persistent: derived from the config, so never stored in checkpoints.

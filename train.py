@@ -131,6 +131,10 @@ class Config:
     compile_scope: str = "block"  # 'block': each block and the loss alone (any parallel mode);
     #   'model': the whole model in one graph (one process or DDP): on one H200 the proxy ran
     #   956k vs 899k tokens/s with bench.py (docs/PERFORMANCE.md), the full model equal
+    compile_mode: str = "default"  # torch.compile's mode. 'reduce-overhead' replays each step
+    #   as CUDA graphs, for steps the host cannot launch fast enough: the proxy at vocabulary
+    #   8192 takes 5-9 ms a step and the host as long to issue it (one H200, docs/PERFORMANCE.md).
+    #   One process, compile_scope='model', no FP8 (its scaling state changes in every forward)
     recompute_elementwise: bool = False  # torch.compile recomputes the blocks' element-wise
     #   outputs that backward GEMMs read (RMSNorm, SwiGLU, bf16 weight casts) instead of keeping
     #   them: 48.6 -> 32.1 KB of activations per token and block and no bf16 weight copies (45.8
@@ -138,8 +142,8 @@ class Config:
     #   model, micro-batch 4, one H200: 63.5 -> 48.9 GiB at 0.98x the speed (docs/PERFORMANCE.md)
     recompute_swiglu: bool = False  # keep the gate|up output only and recompute the SwiGLU
     #   output from it in backward: 48.6 -> 41.1 KB per token and block at full width, i.e.
-    #   -5.6 GiB at micro-batch 4 (CPU count: docs/measurements/saved_activations.py); compiled,
-    #   the recomputation fuses into the SwiGLU backward kernel (seen in CPU inductor's code)
+    #   -5.6 GiB at micro-batch 4 (CPU count: docs/measurements/saved_activations.py); full
+    #   model, micro-batch 4, one H200: 63.5 -> 57.8 GiB at 0.987x the speed (docs/PERFORMANCE.md)
     activation_checkpointing: Union[bool, int] = False  # recompute blocks in backward:
     #   True = every block (16K context); N = every N-th block only, a selective trade of
     #   ~1 GiB of activations per block (full model, 16K tokens) for ~1/3 of its compute
@@ -373,6 +377,14 @@ def validate(cfg: Config, world_size: int = 1):
     need(cfg.compile_scope in ("block", "model"), f"compile_scope must be 'block' or 'model', got {cfg.compile_scope!r}")
     need(cfg.compile_scope == "block" or cfg.parallel != "fsdp" or world_size == 1,
          "compile_scope='model' is for one process or DDP; FSDP2 compiles block by block (compile_scope='block')")
+    need(cfg.compile_mode in COMPILE_MODES,
+         f"compile_mode must be one of {', '.join(map(repr, COMPILE_MODES))}, got {cfg.compile_mode!r}")
+    need(cfg.compile_mode == "default" or compile_on(cfg, cuda_wanted(cfg)),
+         f"compile_mode={cfg.compile_mode!r} is torch.compile's, which is off here: set compile=True "
+         f"(compile='auto' means off on a CPU)")
+    need(not cuda_graphs(cfg) or (cfg.compile_scope == "model" and world_size == 1 and not cfg.fp8),
+         f"compile_mode={cfg.compile_mode!r} (CUDA graphs) is for one process with "
+         f"compile_scope='model' and without fp8: set compile_scope='model', or compile_mode='default'")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
     need(not cfg.recompute_elementwise or compile_on(cfg, cuda_wanted(cfg)),
          "recompute_elementwise=True works through torch.compile, which is off here: set "
@@ -385,6 +397,9 @@ def validate(cfg: Config, world_size: int = 1):
          f"fp8_backend must be 'auto', 'te' or 'native', got {cfg.fp8_backend!r}")
     need(not cfg.fp8_output or (cfg.fp8 and cfg.loss_impl == "chunked"),
          "fp8_output=True puts the chunked loss's GEMMs in FP8: it needs fp8=True and loss_impl='chunked'")
+    need(not cfg.fp8_output or cfg.fp8_emulate or (cfg.micro_batch * cfg.seq_len) % fp8.FP8_DIM_MULTIPLE == 0,
+         f"fp8_output=True needs micro_batch × seq_len to be a multiple of {fp8.FP8_DIM_MULTIPLE} (FP8 GEMMs; "
+         f"otherwise emulated and several times slower), got {cfg.micro_batch} × {cfg.seq_len}")
     need(cfg.wandb_mode in ("online", "offline", "disabled"),
          f"wandb_mode must be 'online', 'offline' or 'disabled', got {cfg.wandb_mode!r}")
     need(cfg.model_preset in model_lib.PRESETS,
@@ -597,7 +612,10 @@ def accumulate_gradients(run, batches, accum):
     """Forward and backward over this rank's `accum` micro-batches -> the sum of their weighted
     losses."""
     d, loss_sum = run.d, torch.zeros((), device=run.d.device)
+    graphs = cuda_graphs(run.cfg)
     for (i, x, y, mask), weight in zip(batches, loss_weights(run.cfg, d, batches, accum)):
+        if graphs:  # a new replay may reuse the last one's outputs: only loss_sum outlives it
+            torch.compiler.cudagraph_mark_step_begin()
         with grad_sync(run, last=i == accum - 1):
             with autocast(run):
                 loss = run.model(x, y, loss_mask=mask) * weight
@@ -959,6 +977,14 @@ def cuda_wanted(cfg):
     return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def cuda_graphs(cfg):
+    """Whether compile_mode records CUDA graphs (torch.compile's modes with them)."""
+    return cfg.compile_mode in ("reduce-overhead", "max-autotune")
+
+
 def compile_on(cfg, cuda):
     """Whether this run uses torch.compile: compile=True, or 'auto' on CUDA."""
     return cfg.compile is True or (cfg.compile == "auto" and cuda)
@@ -1060,11 +1086,12 @@ def wrap_model(raw_model, cfg, d, fsdp, use_compile):
     if cfg.activation_checkpointing:
         apply_activation_checkpointing(raw_model, 1 if cfg.activation_checkpointing is True
                                        else cfg.activation_checkpointing)
+    mode = {} if cfg.compile_mode == "default" else {"mode": cfg.compile_mode}
     if use_compile and cfg.compile_scope == "block":
         # Block by block plus the loss (Xmodel.compile_by_block): as fast as one whole-model
         # compile on an H100 (42,355 vs 42,583 tokens/s) in 74 s instead of 180 s, the FP8
         # model in 74 s instead of over 420 s (docs/PERFORMANCE.md); same graphs for DDP/FSDP2.
-        raw_model.compile_by_block()
+        raw_model.compile_by_block(**mode)
     if fsdp:
         return apply_fsdp(raw_model)
     model = raw_model
@@ -1072,7 +1099,7 @@ def wrap_model(raw_model, cfg, d, fsdp, use_compile):
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(raw_model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
     if use_compile and cfg.compile_scope == "model":
-        model = torch.compile(model)  # around DDP: its bucketed all-reduce splits the graph
+        model = torch.compile(model, **mode)  # around DDP: its bucketed all-reduce splits the graph
     return model
 
 
@@ -1091,6 +1118,8 @@ def evaluate(run):
             x, y, mask = mixture.get_batch(0, d.rank, i, cfg.micro_batch)
             x, y = x.to(d.device), y.to(d.device)
             mask = mask.to(d.device) if mask is not None else None
+            if cuda_graphs(cfg):
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast(run):
                 total += run.model(x, y, loss_mask=mask).float()
         total = all_reduce(total) / (cfg.eval_steps * d.world_size)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# train.py's own proxy throughput under each compile scope and loss backend, in one call:
+# train.py's own proxy throughput under each compile scope, loss backend and compile mode, in one call:
 # `python train.py config/proxy.py --max_steps=200` per case, each alone on the GPU, rounds
 # alternating the cases; per run the median tokens/s of its log lines after step 30. bench.py
 # (gpu_tests/proxy_speed.py) times the same model's step against transformers; this is the
@@ -15,15 +15,16 @@ if ls .whl/speed/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/speed/*.whl \
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-cases=("block chunked" "model chunked" "block liger" "model liger")
+# scope, loss, compile mode; CASES="model chunked default|model chunked reduce-overhead" picks some
+IFS='|' read -r -a cases <<< "${CASES:-block chunked default|model chunked default|block liger default|model liger default|model chunked reduce-overhead}"
 for round in $(seq "$rounds"); do
   for case in "${cases[@]}"; do
     set -- $case
-    name="$1_$2"
+    name="$1_$2_$3"
     log="$out/${name}_$round.log"
     rm -rf out/proxy_speed_check
     python3 train.py config/proxy.py --max_steps=200 --eval_interval=0 --log_interval=10 \
-      --compile_scope="'$1'" --loss_impl="'$2'" --out_dir=out/proxy_speed_check > "$log" 2>&1
+      --compile_scope="'$1'" --loss_impl="'$2'" --compile_mode="'$3'" --out_dir=out/proxy_speed_check > "$log" 2>&1
     echo "$name $round rc $?: median $(bash gpu_tests/median_tok_s.sh "$log") tok/s"
   done
 done

@@ -185,6 +185,7 @@ def test_the_proxy_decays_commented_sft_mix_is_the_one_decay_sft_builds():
     (["mup", "--toy", "--decay-sft", "0.5"], "error: --decay-sft is for the muon experiment"),
     (["muon", "--toy", "--sft-data", "data/sft"], "error: --sft-data is the data of --decay-sft SHARE"),
     (["muon", "--toy", "--decay-sft", "0.5", "--sft-data", "nowhere/chat"], "error: data not prepared: nowhere/chat"),
+    (["muon", "--toy", "--only", "lr16_muon_*,lr99_*"], "error: --only 'lr16_muon_*,lr99_*': 'lr99_*' matches no run"),
 ])
 def test_bad_input_is_one_error_line_and_writes_nothing(args, message, data, tmp_path, capsys):
     if "--data" not in args:
@@ -246,3 +247,17 @@ def test_fp8_parity_is_one_sided_and_shown_only_by_the_intervals_upper_end():
     assert experiments.parity_bound(0.9 * bound, 0.05 * bound) == ("yes", "yes")
     assert experiments.parity_bound(1.1 * bound, 0.01) == ("no", "no")
     assert experiments.parity_bound(-0.01, None) == ("yes", "-")  # one seed: nothing shown
+
+
+def test_only_runs_the_matching_runs_and_what_they_wait_for(data, tmp_path, capsys):
+    out = tmp_path / "muon"
+    rc, stdout, err = run(capsys, "muon", "--toy", "--data", data, "--out", str(out), "--only", "lr16_muon_s1")
+    assert rc == 0, err
+    assert sorted(os.listdir(out / "runs")) == ["lr16_muon_s1", "stable"]  # the decay's stable phase too
+    # a second subset: the report covers both calls' runs; nothing finished is run again
+    rc, stdout, err = run(capsys, "muon", "--toy", "--data", data, "--out", str(out), "--only", "lr16_adamw_s1")
+    assert rc == 0, err
+    assert "1 finished, 1 to run" in stdout  # the stable phase skipped
+    report = (out / "report.md").read_text()
+    assert "runs finished: 3 of 7" in report and "| lr16 | mix | " in report  # the pair of seed 1
+

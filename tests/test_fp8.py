@@ -560,3 +560,12 @@ def test_convert_with_output_layer_trains_the_real_model_a_step(tmp_path):
     plain.load_state_dict(fp8.strip_fp8_state(m.state_dict()))
     assert abs(plain(x, x).item() - loss.item()) < 0.05 * loss.item()  # same function, FP8 rounding
     assert "output layer" in dict(fp8.convert_to_fp8(plain, backend="native", emulate=True).kept)
+
+
+def test_output_gemms_fit_scaled_mm_with_the_default_chunks():
+    from model import default_chunk_rows
+    rows, d, vocab = 12 * 2048, 1024, 129280  # the FP8 experiment's width-1024 micro-batch
+    assert fp8.output_gemm_shapes_fit(rows, d, vocab, default_chunk_rows(vocab))
+    assert not fp8.output_gemm_shapes_fit(rows, d, vocab, 4152)  # the old default: emulated
+    assert not fp8.output_gemm_shapes_fit(rows - 8, d, vocab, 4144)
+

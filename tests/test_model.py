@@ -412,7 +412,13 @@ def test_liger_chunk_mem_const_gives_chunks_of_the_chunked_loss_size():
         return min(n, 2 ** math.ceil(math.log2(-(-n // -(-vocab // (c * d))))))
     assert liger_rows(24576, 256, 129280, 1) == 64  # its default at the proxy's shape
     for n, d in ((24576, 256), (16384, 1536)):  # the proxy's and the full model's micro-batch
-        assert liger_rows(n, d, 129280, liger_chunk_mem_const(n, d, 129280, 4152)) == 4096
+        assert liger_rows(n, d, 129280, liger_chunk_mem_const(n, d, 129280, 4144)) == 4096
+
+
+def test_default_loss_chunks_are_a_multiple_of_16_rows():
+    from model import default_chunk_rows
+    assert default_chunk_rows(129280) == 4144  # 2^29 // 129,280 = 4,152, rounded down
+    assert default_chunk_rows(8192) == 2 ** 16 and default_chunk_rows(2 ** 26) == 8  # < 16: as is
 
 
 def test_missing_or_unknown_loss_backend_is_one_line_with_the_fix(monkeypatch):

@@ -643,6 +643,37 @@ def test_fp8_output_trains_with_the_output_layer_in_fp8(dataset, tmp_path):
     assert all(math.isfinite(v) for v in a.values()) and a[6] < a[1]
     with pytest.raises(train.ConfigError, match="fp8_output=True .* needs fp8=True"):
         train.load_config(None, tiny_args(dataset, out, fp8_output=True), world_size=1)
+    with pytest.raises(train.ConfigError, match="needs micro_batch × seq_len to be a multiple of 16"):
+        train.load_config(None, tiny_args(dataset, out, fp8=True, fp8_output=True, seq_len=30,
+                                          micro_batch=1, global_batch=8), world_size=1)
+
+
+def test_compile_mode_reaches_torch_compile_and_cuda_graphs_mark_every_replay(dataset, tmp_path, monkeypatch):
+    # aot_eager stands in for inductor (no CUDA graphs on a CPU): what is checked is that the
+    # mode reaches torch.compile and that a new replay is marked before every forward
+    real_compile, modes, marks = torch.compile, [], []
+
+    def compile_(fn, *args, **kw):
+        modes.append(kw.get("mode"))
+        return real_compile(fn, backend="aot_eager")
+    monkeypatch.setattr(torch, "compile", compile_)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    out = tmp_path / "graphs"
+    try:
+        run_inprocess(tiny_args(dataset, out, max_steps=3, compile=True, compile_scope="model",
+                                compile_mode="reduce-overhead", eval_interval=3, eval_steps=2))
+    finally:
+        torch._dynamo.reset()
+    # 3 steps x 4 micro-batches, then one evaluation of 2 micro-batches at step 3 (one val set)
+    assert modes == ["reduce-overhead"] and len(marks) == 3 * 4 + 2
+    assert all(math.isfinite(v) for v in losses(out).values())
+    for bad, message in [(dict(compile_mode="fast"), "compile_mode must be one of"),
+                         (dict(compile_mode="reduce-overhead"), "which is off here: set compile=True"),
+                         (dict(compile_mode="reduce-overhead", compile=True), "is for one process with compile_scope='model'"),
+                         (dict(compile_mode="max-autotune", compile_scope="model", fp8=True, fp8_emulate=True),
+                          "without fp8")]:
+        with pytest.raises(train.ConfigError, match=message):
+            train.load_config(None, tiny_args(dataset, out, **bad), world_size=1)
 
 
 @pytest.mark.parametrize("scope", ["block", "model"])
