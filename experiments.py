@@ -688,6 +688,10 @@ def build(args):
                              f"0.6687), got {args.decay_sft}")
         size = {**size, "decay_data": sft_mix(data or train.load_config(PROXY).data, args.decay_sft,
                                               args.sft_data or SFT_DATA)}
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        size = {**size, "seeds": tuple(range(1, args.seeds + 1))}  # runs of seeds 1..N: the first are shared
     if size_name == "toy":  # the tiny model's embedding sized to the data's tokenizer
         vocab = _data_vocab(data or {})
         if vocab:
@@ -835,6 +839,9 @@ def main(argv=None):
                    f"(default {SFT_DATA}, built by `python prepare.py --corpus proxy`)")
     p.add_argument("--fp8-backends", default=None, help="fp8 only: e.g. native,te,native_out (default native; "
                    "native_out: the output layer in FP8 too)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="seeds 1..N for every arm instead of the size's (more seeds: narrower "
+                   "intervals; the runs of the seeds already finished are reused)")
     p.add_argument("--only", default=None, metavar="PATTERNS",
                    help="run only the runs whose names match these comma-separated shell patterns "
                    "(and the runs they wait for), e.g. --only 'lr16_long_*'; the report covers "

@@ -420,8 +420,8 @@ def output_gemm_shapes_fit(rows, d, vocab, chunk_rows):
     """Whether the output layer's FP8 GEMMs can run on _scaled_mm: it needs every GEMM
     dimension divisible by 16 (rows and chunk_rows multiples of 16 make every chunk one).
     Otherwise fp8_output_gemms does the same quantization with emulated products, for CPU
-    tests and odd token counts; on a GPU that is several times slower (train.py refuses a
-    micro-batch that would take it; model.default_chunk_rows keeps the chunks fitting)."""
+    tests and odd token counts; on a GPU that is several times slower (train.py refuses the
+    shapes that would take it; model.default_chunk_rows keeps the chunks fitting)."""
     return not any(x % FP8_DIM_MULTIPLE for x in (rows, d, vocab, min(chunk_rows, rows)))
 
 

@@ -397,9 +397,15 @@ def validate(cfg: Config, world_size: int = 1):
          f"fp8_backend must be 'auto', 'te' or 'native', got {cfg.fp8_backend!r}")
     need(not cfg.fp8_output or (cfg.fp8 and cfg.loss_impl == "chunked"),
          "fp8_output=True puts the chunked loss's GEMMs in FP8: it needs fp8=True and loss_impl='chunked'")
-    need(not cfg.fp8_output or cfg.fp8_emulate or (cfg.micro_batch * cfg.seq_len) % fp8.FP8_DIM_MULTIPLE == 0,
-         f"fp8_output=True needs micro_batch × seq_len to be a multiple of {fp8.FP8_DIM_MULTIPLE} (FP8 GEMMs; "
-         f"otherwise emulated and several times slower), got {cfg.micro_batch} × {cfg.seq_len}")
+    if cfg.fp8_output and not cfg.fp8_emulate:
+        # _scaled_mm needs every dimension of the output layer's GEMMs divisible by 16; otherwise
+        # fp8.fp8_output_gemms falls back to emulated products, several times slower
+        shape = {**model_lib.PRESETS.get(cfg.model_preset, {}), **cfg.model_overrides}
+        for name, n in (("micro_batch × seq_len", cfg.micro_batch * cfg.seq_len),
+                        ("d_model", shape.get("d_model", model_lib.ModelConfig.d_model)),
+                        ("vocab_size", shape.get("vocab_size", model_lib.ModelConfig.vocab_size))):
+            need(n % fp8.FP8_DIM_MULTIPLE == 0, f"fp8_output=True needs {name} to be a multiple of "
+                 f"{fp8.FP8_DIM_MULTIPLE} (its FP8 GEMMs), got {n}")
     need(cfg.wandb_mode in ("online", "offline", "disabled"),
          f"wandb_mode must be 'online', 'offline' or 'disabled', got {cfg.wandb_mode!r}")
     need(cfg.model_preset in model_lib.PRESETS,

@@ -185,6 +185,7 @@ def test_the_proxy_decays_commented_sft_mix_is_the_one_decay_sft_builds():
     (["mup", "--toy", "--decay-sft", "0.5"], "error: --decay-sft is for the muon experiment"),
     (["muon", "--toy", "--sft-data", "data/sft"], "error: --sft-data is the data of --decay-sft SHARE"),
     (["muon", "--toy", "--decay-sft", "0.5", "--sft-data", "nowhere/chat"], "error: data not prepared: nowhere/chat"),
+    (["fp8", "--toy", "--seeds", "0"], "error: --seeds must be >= 1, got 0"),
     (["muon", "--toy", "--only", "lr16_muon_*,lr99_*"], "error: --only 'lr16_muon_*,lr99_*': 'lr99_*' matches no run"),
 ])
 def test_bad_input_is_one_error_line_and_writes_nothing(args, message, data, tmp_path, capsys):
@@ -260,4 +261,11 @@ def test_only_runs_the_matching_runs_and_what_they_wait_for(data, tmp_path, caps
     assert "1 finished, 1 to run" in stdout  # the stable phase skipped
     report = (out / "report.md").read_text()
     assert "runs finished: 3 of 7" in report and "| lr16 | mix | " in report  # the pair of seed 1
+
+
+def test_seeds_sets_every_arms_seeds(data, capsys):
+    rc, stdout, _ = run(capsys, "fp8", "--toy", "--data", data, "--seeds", "3", "--plan")
+    assert rc == 0 and stdout.startswith("fp8 (toy): 6 runs")  # 2 arms x seeds 1, 2, 3 (toy: 1, 2)
+    rc, stdout, _ = run(capsys, "muon", "--toy", "--data", data, "--seeds", "1", "--plan")
+    assert rc == 0 and stdout.startswith("muon (toy): 4 runs")  # stable + 3 decays of seed 1
 

@@ -646,6 +646,9 @@ def test_fp8_output_trains_with_the_output_layer_in_fp8(dataset, tmp_path):
     with pytest.raises(train.ConfigError, match="needs micro_batch × seq_len to be a multiple of 16"):
         train.load_config(None, tiny_args(dataset, out, fp8=True, fp8_output=True, seq_len=30,
                                           micro_batch=1, global_batch=8), world_size=1)
+    with pytest.raises(train.ConfigError, match="needs vocab_size to be a multiple of 16 .*got 50257"):
+        train.load_config(None, tiny_args(dataset, out, fp8=True, fp8_output=True,
+                                          model_overrides={"vocab_size": 50257}), world_size=1)
 
 
 def test_compile_mode_reaches_torch_compile_and_cuda_graphs_mark_every_replay(dataset, tmp_path, monkeypatch):
