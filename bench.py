@@ -39,6 +39,8 @@ VARIANTS = {
     "ours_muon": ("ours_muon", False, True),
     "ours_recompute": ("ours_recompute", False, True),  # train.py's recompute_elementwise
     "ours_swiglu": ("ours_swiglu", False, True),  # train.py's recompute_swiglu
+    "ours_bf16res": ("ours_bf16res", False, True),  # model.py's residual_in_compute_dtype
+    "ours_bf16res_swiglu": ("ours_bf16res_swiglu", False, True),  # both
     "hf": ("hf", False, True),
     "hf_eager": ("hf", False, False),
 }
@@ -209,12 +211,14 @@ def run_one(args, name):
     datasheet = datasheet_peak_tflops(torch.cuda.get_device_name())
 
     overrides = {"vocab_size": args.vocab_size} if args.vocab_size else {}
+    if impl.startswith("ours_bf16res"):
+        overrides["residual_in_compute_dtype"] = True
     if impl == "hf":
         model, cfg, loss_fn, flops_per_token = build_hf(args.preset, overrides)
     else:
         model, cfg, loss_fn, flops_per_token = build_ours(
             args.preset, fp8, args.activation_checkpointing, args.loss_chunk_rows, args.fp8_backend,
-            args.loss_impl, overrides, recompute_swiglu=impl == "ours_swiglu")
+            args.loss_impl, overrides, recompute_swiglu=impl in ("ours_swiglu", "ours_bf16res_swiglu"))
     n_params = sum(p.numel() for p in model.parameters())
 
     if args.parallel == "ddp":

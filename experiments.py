@@ -86,7 +86,8 @@ FP8_SIZES = {
     # The proxy and width 1024, bf16 vs native FP8, 3 seeds, 300 steps x 24 x 2048: ~7 min.
     # Each run ends in a linear decay to the recipe's 1e-5 floor over its last fifth (cooldown):
     # the final loss is then read at a low LR, as the recipe's models are, instead of at the
-    # constant 1e-2 whose step-to-step noise swamped a 0.5% gap (docs/EXPERIMENTS.md).
+    # constant 1e-2. It did not narrow the per-seed gaps (±0.04 nats at width 1024 on one
+    # H200): resolving a 0.5% gap takes many seeds (--seeds; docs/EXPERIMENTS.md).
     "default": dict(widths=(256, 1024), n_layer=4, head_dim=64, seeds=(1, 2, 3), precisions=("bf16", "fp8"),
                     cooldown=0.2, train=dict(max_steps=300, global_batch=24, micro_batch=12)),
     # 500 steps (the proxy's), 4 seeds: ~14 min. Add --fp8-backends native,te for TransformerEngine.

@@ -35,6 +35,13 @@ class ModelConfig:
     # RECIPE §1 ties the output layer to the input embedding. False adds a separate lm_head
     # (many public Llama-architecture checkpoints have one; convert_hf.import_hf sets it).
     tie_embeddings: bool = True
+    # False (the default): the residual stream in fp32 under autocast, as the fp32 embedding
+    # gives it (transformers' Llama with fp32 weights does the same). True: in the autocast
+    # dtype (bf16) from the embedding on, as Megatron-LM keeps it unless
+    # --fp32-residual-connection: half the bytes of each block's input kept for backward
+    # (48.6 -> 45.6 KB per token and block at full width, docs/measurements/saved_activations.py)
+    # and of every residual read and write.
+    residual_in_compute_dtype: bool = False
 
     @property
     def head_dim(self):
@@ -406,6 +413,8 @@ class Xmodel(nn.Module):
             self._build_rope(max(start + T, 2 * length if start + T > length else length), idx.device)
         cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         x = self.embed(idx) * self.mult["input_scale"]  # µP: ×12, RECIPE §1
+        if self.config.residual_in_compute_dtype and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, kv_cache, i)
         h = self.norm(x)

@@ -229,6 +229,28 @@ def test_chunked_loss_under_bf16_autocast_matches_plain_within_bf16_error():
     assert model.embed.weight.grad.dtype == torch.float32
 
 
+def test_residual_in_compute_dtype_carries_bf16_between_blocks_and_trains_alike():
+    x, y = tokens(2, 32), tokens(2, 32, seed=2)
+    results = {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = tiny(residual_in_compute_dtype=flag)
+        seen = []
+        for block in model.blocks:
+            block.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(x, y)
+        loss.backward()
+        results[flag] = (loss.item(), model.embed.weight.grad.clone())
+        assert seen == [torch.bfloat16 if flag else torch.float32] * len(model.blocks)
+        assert model.embed.weight.grad.dtype == torch.float32  # the master weights stay fp32
+    (a, ga), (b, gb) = results[False], results[True]
+    assert abs(a - b) < 2e-2 and a != b  # the same model, bf16 rounding between the blocks
+    assert (ga - gb).norm() / ga.norm() < 0.05
+    with torch.no_grad():  # without autocast the flag changes nothing: fp32 throughout
+        assert torch.equal(tiny(residual_in_compute_dtype=True)(x, y), tiny()(x, y))
+
+
 def test_loss_mask_trains_only_on_masked_in_positions():
     model = tiny()
     x, y = tokens(2, 16), tokens(2, 16, seed=2)

@@ -1,6 +1,7 @@
 """
 Activation bytes one compiled block keeps for its backward, per token, by default, with
-`recompute_elementwise` and with `recompute_swiglu` (train.py): what torch.compile's partitioner saves, counted through
+`recompute_elementwise` and with `recompute_swiglu` (train.py), and with the residual stream in
+bf16 (model.py's `residual_in_compute_dtype`): what torch.compile's partitioner saves, counted through
 torch.autograd.graph.saved_tensors_hooks (parameters, which exist anyway, left out).
 
     python docs/measurements/saved_activations.py [--preset xmodel-2.5] [--tokens 512]
@@ -60,13 +61,15 @@ def main():
     cos, sin = m.rope_cos[:T].to(device), m.rope_sin[:T].to(device)
     print(f"{args.preset}, one block (d {cfg.d_model}, ffn {cfg.d_ffn}), {T} tokens, bf16 autocast, "
           f"compiled, {device.type}")
-    for name in ("default", "recompute_elementwise", "recompute_swiglu"):
+    for name in ("default", "recompute_elementwise", "residual_bf16", "recompute_swiglu"):  # swiglu last: in place
         set_elementwise_recompute(name == "recompute_elementwise")
         if name == "recompute_swiglu":
             apply_swiglu_recompute(m)
         torch._dynamo.reset()
         block = torch.compile(m.blocks[0])
-        x = torch.randn(1, T, cfg.d_model, device=device, requires_grad=True)
+        # the block's input: the residual stream, fp32 by default, bf16 with residual_in_compute_dtype
+        dtype = torch.bfloat16 if name == "residual_bf16" else torch.float32
+        x = torch.randn(1, T, cfg.d_model, device=device, dtype=dtype, requires_grad=True)
         tensors = saved_tensors(block, x, cos, sin, device)
         per_token, other = split_bytes(tensors, T)
         print(f"{name:21}: activations {per_token / 1024:5.1f} KB per token, "
