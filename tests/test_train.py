@@ -652,7 +652,7 @@ def test_fp8_output_trains_with_the_output_layer_in_fp8(dataset, tmp_path):
 
 
 def test_a_bf16_residual_stream_needs_autocast(dataset, tmp_path):
-    res = {"vocab_size": 320, "residual_in_compute_dtype": True}
+    res = {"vocab_size": VOCAB, "residual_in_compute_dtype": True}
     with pytest.raises(train.ConfigError, match="residual_in_compute_dtype.*has no autocast: set dtype='bfloat16'"):
         train.load_config(None, tiny_args(dataset, tmp_path, dtype="float32", model_overrides=res), world_size=1)
     train.load_config(None, tiny_args(dataset, tmp_path, dtype="bfloat16", model_overrides=res), world_size=1)
