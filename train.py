@@ -418,6 +418,10 @@ def validate(cfg: Config, world_size: int = 1):
     for key in ("mup", "max_seq_len"):
         need(key not in cfg.model_overrides, f"model_overrides[{key!r}]: set the top-level key "
              f"{key!r} instead")
+    need(not cfg.model_overrides.get("residual_in_compute_dtype") or cfg.dtype == "bfloat16"
+         or (cfg.dtype == "auto" and cuda_wanted(cfg)),
+         "model_overrides['residual_in_compute_dtype'] puts the residual stream in the autocast "
+         "dtype, and this run has no autocast: set dtype='bfloat16' (dtype='auto' is float32 on a CPU)")
     need(cfg.grad_clip >= 0, f"grad_clip must be >= 0, got {cfg.grad_clip}")
     need(isinstance(cfg.activation_checkpointing, bool) or cfg.activation_checkpointing >= 1,
          f"activation_checkpointing must be True/False or N >= 1 (every N-th block), "

@@ -651,6 +651,13 @@ def test_fp8_output_trains_with_the_output_layer_in_fp8(dataset, tmp_path):
                                           model_overrides={"vocab_size": 50257}), world_size=1)
 
 
+def test_a_bf16_residual_stream_needs_autocast(dataset, tmp_path):
+    res = {"vocab_size": VOCAB, "residual_in_compute_dtype": True}
+    with pytest.raises(train.ConfigError, match="residual_in_compute_dtype.*has no autocast: set dtype='bfloat16'"):
+        train.load_config(None, tiny_args(dataset, tmp_path, dtype="float32", model_overrides=res), world_size=1)
+    train.load_config(None, tiny_args(dataset, tmp_path, dtype="bfloat16", model_overrides=res), world_size=1)
+
+
 def test_compile_mode_reaches_torch_compile_and_cuda_graphs_mark_every_replay(dataset, tmp_path, monkeypatch):
     # aot_eager stands in for inductor (no CUDA graphs on a CPU): what is checked is that the
     # mode reaches torch.compile and that a new replay is marked before every forward
