@@ -397,15 +397,6 @@ def validate(cfg: Config, world_size: int = 1):
          f"fp8_backend must be 'auto', 'te' or 'native', got {cfg.fp8_backend!r}")
     need(not cfg.fp8_output or (cfg.fp8 and cfg.loss_impl == "chunked"),
          "fp8_output=True puts the chunked loss's GEMMs in FP8: it needs fp8=True and loss_impl='chunked'")
-    if cfg.fp8_output and not cfg.fp8_emulate:
-        # _scaled_mm needs every dimension of the output layer's GEMMs divisible by 16; otherwise
-        # fp8.fp8_output_gemms falls back to emulated products, several times slower
-        shape = {**model_lib.PRESETS.get(cfg.model_preset, {}), **cfg.model_overrides}
-        for name, n in (("micro_batch × seq_len", cfg.micro_batch * cfg.seq_len),
-                        ("d_model", shape.get("d_model", model_lib.ModelConfig.d_model)),
-                        ("vocab_size", shape.get("vocab_size", model_lib.ModelConfig.vocab_size))):
-            need(n % fp8.FP8_DIM_MULTIPLE == 0, f"fp8_output=True needs {name} to be a multiple of "
-                 f"{fp8.FP8_DIM_MULTIPLE} (its FP8 GEMMs), got {n}")
     need(cfg.wandb_mode in ("online", "offline", "disabled"),
          f"wandb_mode must be 'online', 'offline' or 'disabled', got {cfg.wandb_mode!r}")
     need(cfg.model_preset in model_lib.PRESETS,
@@ -418,10 +409,20 @@ def validate(cfg: Config, world_size: int = 1):
     for key in ("mup", "max_seq_len"):
         need(key not in cfg.model_overrides, f"model_overrides[{key!r}]: set the top-level key "
              f"{key!r} instead")
-    need(not cfg.model_overrides.get("residual_in_compute_dtype") or cfg.dtype == "bfloat16"
-         or (cfg.dtype == "auto" and cuda_wanted(cfg)),
+    need(not cfg.model_overrides.get("residual_in_compute_dtype")
+         or run_dtype(cfg, cuda_wanted(cfg)) == torch.bfloat16,
          "model_overrides['residual_in_compute_dtype'] puts the residual stream in the autocast "
          "dtype, and this run has no autocast: set dtype='bfloat16' (dtype='auto' is float32 on a CPU)")
+    model_keys_ok = (cfg.model_preset in model_lib.PRESETS
+                     and set(cfg.model_overrides) <= mc_fields - {"mup", "max_seq_len"})
+    if cfg.fp8_output and not cfg.fp8_emulate and model_keys_ok:
+        # _scaled_mm needs every dimension of the output layer's GEMMs divisible by 16; otherwise
+        # fp8.fp8_output_gemms falls back to emulated products, several times slower
+        mc = model_lib.model_config(cfg.model_preset, **cfg.model_overrides)
+        for name, n in (("micro_batch × seq_len", cfg.micro_batch * cfg.seq_len),
+                        ("d_model", mc.d_model), ("vocab_size", mc.vocab_size)):
+            need(n % fp8.FP8_DIM_MULTIPLE == 0, f"fp8_output=True needs {name} to be a multiple of "
+                 f"{fp8.FP8_DIM_MULTIPLE} (its FP8 GEMMs), got {n}")
     need(cfg.grad_clip >= 0, f"grad_clip must be >= 0, got {cfg.grad_clip}")
     need(isinstance(cfg.activation_checkpointing, bool) or cfg.activation_checkpointing >= 1,
          f"activation_checkpointing must be True/False or N >= 1 (every N-th block), "
@@ -962,7 +963,7 @@ def setup(cfg: Config, stop) -> Run:
         checkpoint.load_optimizer_state(start, model, opt, train_state, fsdp)
         if cfg.init_from == "resume":
             checkpoint.restore_rng(train_state, d)
-    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and cuda) else torch.float32
+    dtype = run_dtype(cfg, cuda)
     return Run(cfg=cfg, d=d, model=model, raw_model=raw_model, opt=opt,
                lr_schedule=schedule.WSD.from_config(cfg), data=data, val_sets=val_sets, dtype=dtype,
                fsdp=fsdp, use_compile=use_compile, fp8_report=fp8_report, start_step=step,
@@ -993,6 +994,11 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 def cuda_graphs(cfg):
     """Whether compile_mode records CUDA graphs (torch.compile's modes with them)."""
     return cfg.compile_mode in ("reduce-overhead", "max-autotune")
+
+
+def run_dtype(cfg, cuda):
+    """The autocast dtype of this run: bf16 when asked, or 'auto' on CUDA; else float32 (no autocast)."""
+    return torch.bfloat16 if cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and cuda) else torch.float32
 
 
 def compile_on(cfg, cuda):
