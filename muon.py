@@ -5,7 +5,8 @@ Per Muon parameter W (2-D, shape rows x cols), with gradient G and group lr, wei
     U  <- G + mu*B                        Nesterov
     O  <- NS5(U)                          Newton–Schulz quintic, 5 steps, coefficients
                                           (3.4445, -4.7750, 2.0315), on U/(||U||_F + 1e-7),
-                                          transposed when rows > cols, in bf16
+                                          on the short side (rows > cols: from the right),
+                                          in bf16
     W  <- W * (1 - lr*weight_decay)       decoupled decay with the unadjusted LR
     W  <- W - lr * 0.2*sqrt(max(rows, cols)) * O
 The 0.2*sqrt(max) factor gives O the RMS of a typical AdamW update (~0.2; Moonlight, arXiv
@@ -15,7 +16,9 @@ unchanged: train.py sets group["lr"] = schedule_lr * group["lr_mult"] for both o
 torch.optim.Muon(adjust_lr_fn="match_rms_adamw") is the same rule except for the momentum:
 it keeps an EMA, B' = mu*B' + (1-mu)*G, so B' = (1-mu)*B and its U' = (1-mu)*U at every
 step; the Frobenius normalisation removes that constant factor (up to bf16 rounding of the
-scaled input). tests/test_muon.py uses it as the oracle.
+scaled input). Its Newton–Schulz rounds a*X + B@X through baddbmm's beta, ours p(A) X with
+p(A) built on the small side (newton_schulz): equal up to bf16 rounding, not bit for bit.
+tests/test_muon.py uses it as the oracle.
 
 bf16: the NS iteration runs in `ns_dtype` (default bf16, as the fork) on CPU too, so CPU
 tests see the numerics of a GPU run; pass ns_dtype=torch.float32 for an exact-math variant.
@@ -36,8 +39,9 @@ steps the same parameters with the same (all-reduced) gradients, in the same ord
   the momentum of every matrix (cheap, element-wise; keeps optimizer state identical on all
   ranks, so any rank's state_dict is the checkpoint). The Newton–Schulz work (the expensive
   part) is split: matrices (or row blocks) go to ranks greedily by their NS FLOPs
-  (assign_blocks), each rank orthogonalizes its own, and one all_gather of a flat bf16 buffer
-  shares the results. Every rank then applies identical bits: the same result as one process.
+  (assign_blocks), each rank writes the Nesterov input of its own blocks and orthogonalizes
+  them, and one all_gather of a flat bf16 buffer shares the results. Every rank then applies
+  identical bits: the same result as one process.
 - DTensors (FSDP2 fully_shard): momentum lives on the local shard (element-wise, so the shard
   of the full-matrix momentum exactly; the state is sharded like the parameter, which
   torch.distributed.checkpoint saves and reshards). The Nesterov input is cast to ns_dtype
@@ -48,6 +52,7 @@ steps the same parameters with the same (all-reduced) gradients, in the same ord
 Newton–Schulz runs one stacked product per matrix shape (the 48 blocks' gate_up matrices at
 once, and so on): fewer, larger kernels, the same bits, and a transient of a few stacks of one
 shape (~4 GB for the full model's gate_up, while the step's activations are already freed).
+Each matrix's Nesterov input is written by one kernel straight into its slot of the stack.
 """
 import math
 
@@ -65,30 +70,64 @@ def _is_dtensor(t):
     return isinstance(t, DTensor)
 
 
+def _scaled_matmul(x, y, alpha):
+    """alpha * (x @ y) for matrices or stacks, alpha applied in the GEMM's fp32 epilogue
+    (exact; no element-wise pass). beta=0: baddbmm then neither reads nor copies its input."""
+    matmul = torch.addmm if x.ndim == 2 else torch.baddbmm
+    return matmul(x.new_empty(()), x, y, beta=0, alpha=alpha)
+
+
 def newton_schulz(G, steps=5, coefficients=NS_COEFFICIENTS, eps=1e-7, dtype=torch.bfloat16):
     """Approximate orthogonal polar factor U V^T of the 2-D matrix G (G = U S V^T), or of each
-    matrix of a stack [batch, rows, cols]. Returns a tensor of `dtype`. Works on the short
-    side (X X^T is min(rows, cols)^2)."""
+    matrix of a stack [batch, rows, cols]. Returns a contiguous tensor of `dtype`, shaped like G.
+    Works on the short side: A = X X^T is min(rows, cols)^2; wide matrices are multiplied from
+    the left, tall ones from the right (A = X^T X), so nothing is transposed in memory.
+
+    Each step is X <- p(A) X, p(A) = a*I + b*A + c*A^2. The textbook form, B = b*A + c*A@A
+    then X = a*X + B@X as baddbmm with beta (torch.optim.Muon), makes baddbmm copy its input
+    (X, the whole stack, and A) into each new result first: 29 of the 90 GB of non-GEMM
+    traffic of a full-model step (docs/PERFORMANCE.md, "Muon's non-GEMM passes"). Here p(A)
+    is built on the m x m side with the square completed, p(A) = c*(A + h*I)^2 + k*I
+    (h = b/2c, k = a - b^2/4c), and written as k*(Q + I) with Q = (c/(k*s^2)) * (s*A - I)^2,
+    s = -1/h: every constant is a GEMM's alpha (exact, fp32) or an identity added to a
+    diagonal (1 is exact in bf16). Measured on a CPU against float64 of the same quintic
+    (gpu_tests/muon_bench.py --numerics, tests/test_muon.py): 1.1-1.4x the textbook form's
+    error, half that of the reference implementation's separate element-wise ops, and no
+    drift of the output's scale. Adding h and k to bf16 diagonals instead rounds every
+    diagonal element the same way: 1.9-2.7x the error and an output up to 2.1% smaller."""
     if G.ndim not in (2, 3):
         raise ValueError(f"newton_schulz needs a 2-D matrix or a 3-D stack, got shape {tuple(G.shape)}")
+    check_ns_coefficients(coefficients)
     a, b, c = coefficients
-    addmm = torch.addmm if G.ndim == 2 else torch.baddbmm
+    h, k = b / (2 * c), a - b * b / (4 * c)
+    s = -1 / h
     X = G.to(dtype)
-    transposed = X.size(-2) > X.size(-1)
-    if transposed:
-        X = X.mT
+    tall = X.size(-2) > X.size(-1)
     # spectral norm <= Frobenius norm <= 1: inside NS's basin
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)
     for _ in range(steps):
-        A = X @ X.mT
-        B = addmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A
-        X = addmm(X, B, X, beta=a)           # a*X + B@X
-    return X.mT if transposed else X
+        S = _scaled_matmul(X.mT, X, s) if tall else _scaled_matmul(X, X.mT, s)   # s*A
+        S.diagonal(dim1=-2, dim2=-1).sub_(1)                                     # s*(A + h*I)
+        Q = _scaled_matmul(S, S, c / (k * s * s))                               # (c/k)*(A + h*I)^2
+        Q.diagonal(dim1=-2, dim2=-1).add_(1)                                     # p(A) / k
+        X = _scaled_matmul(X, Q, k) if tall else _scaled_matmul(Q, X, k)         # p(A) X
+    return X
+
+
+def check_ns_coefficients(coefficients):
+    """The completed square needs b, c and k = a - b^2/4c non-zero (the recipe's quintic:
+    h = -1.18, k = 0.64). Raises ValueError naming the problem otherwise."""
+    if len(coefficients) != 3:
+        raise ValueError(f"ns_coefficients must be (a, b, c), got {tuple(coefficients)}")
+    a, b, c = coefficients
+    if b == 0 or c == 0 or a == b * b / (4 * c):
+        raise ValueError(f"ns_coefficients {tuple(coefficients)}: newton_schulz needs b != 0, "
+                         f"c != 0 and a != b^2/4c (a quintic whose square can be completed)")
 
 
 def ns_flops(rows, cols, steps=5):
     """Matmul FLOPs of newton_schulz on a rows x cols matrix (m = short side, n = long side):
-    per step X X^T (2m^2 n), A A (2m^3), B X (2m^2 n)."""
+    per step A = X X^T (2m^2 n), the m x m square (2m^3), p(A) X (2m^2 n)."""
     m, n = min(rows, cols), max(rows, cols)
     return steps * (4 * m * m * n + 2 * m ** 3)
 
@@ -121,6 +160,7 @@ class Muon(torch.optim.Optimizer):
         if lr < 0 or weight_decay < 0 or not 0 <= momentum < 1:
             raise ValueError(f"bad Muon hyper-parameters lr={lr} weight_decay={weight_decay} "
                              f"momentum={momentum}")
+        check_ns_coefficients(ns_coefficients)
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_steps=ns_steps, ns_coefficients=tuple(ns_coefficients), eps=eps,
                         matched_adamw_rms=matched_adamw_rms, row_splits=None)
@@ -129,6 +169,7 @@ class Muon(torch.optim.Optimizer):
         self.distributed = distributed    # None: auto (dist initialized and world > 1)
         self.process_group = process_group
         for group in self.param_groups:
+            check_ns_coefficients(group["ns_coefficients"])  # a group may set its own
             splits = group["row_splits"]
             if splits is not None and len(splits) != len(group["params"]):
                 raise ValueError("row_splits must have one entry (sizes or None) per param")
@@ -155,13 +196,9 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        # 1. Momentum (in place on the state, never on p.grad) and the Nesterov input. Both are
-        # passes over fp32 state as large as the matrices (1.15B at full size), so each is one
-        # kernel per matrix that reads its inputs once: buf <- g + mu·buf (instead of ×mu, then
-        # +g), and U = g + mu·buf written straight in ns_dtype, the dtype Newton–Schulz reads
-        # (instead of an fp32 copy cast later): ~14 GB less of the ~64 GB these passes, the
-        # stack copies and the update moved per step (docs/PERFORMANCE.md, "Muon batched by shape").
-        items = []  # (group index, param, full update input U, [(row0, row1), ...])
+        # 1. Momentum, in place on the state (never on p.grad): buf <- g + mu*buf, one kernel
+        # per matrix that reads g and buf once (fp32, as large as the matrices: 1.15B at full size).
+        items = []  # (group index, param, gathered Nesterov input or None, [(row0, row1), ...])
         for gi, group in enumerate(self.param_groups):
             mu = group["momentum"]
             splits = group["row_splits"] or [None] * len(group["params"])
@@ -173,23 +210,25 @@ class Muon(torch.optim.Optimizer):
                     state["momentum_buffer"] = torch.zeros_like(g)
                 buf = state["momentum_buffer"]
                 torch.add(g, buf, alpha=mu, out=buf)
-                U = torch.add(g, buf, alpha=mu, out=torch.empty_like(g, dtype=self.ns_dtype)) \
-                    if group["nesterov"] else buf
-                if _is_dtensor(U):  # FSDP2: gather the whole matrix (NS needs it)
-                    U = U.to(self.ns_dtype).full_tensor()
+                gathered = None
+                if _is_dtensor(g):  # FSDP2: every rank gathers every whole matrix (a collective)
+                    U = torch.add(g, buf, alpha=mu, out=torch.empty_like(g, dtype=self.ns_dtype)) \
+                        if group["nesterov"] else buf.to(self.ns_dtype)
+                    gathered = U.full_tensor()
                 edges = [0]
                 for n in (sizes or [p.shape[0]]):
                     edges.append(edges[-1] + n)
-                items.append((gi, p, U, list(zip(edges, edges[1:]))))
+                items.append((gi, p, gathered, list(zip(edges, edges[1:]))))
 
-        # 2. Newton–Schulz, split over ranks when distributed.
+        # 2. Newton–Schulz, split over ranks when distributed. The Nesterov input is written
+        # where Newton–Schulz reads it, in the stacks (_newton_schulz_by_shape).
         blocks = [(k, r0, r1) for k, (_, _, _, spans) in enumerate(items) for r0, r1 in spans]
         results = self._orthogonalize(items, blocks)
 
         # 3. Decoupled weight decay and the scaled update, identical on every rank; the decay
         # as one foreach per group and update scale (the matrices of one shape).
         whole = {}  # (group index, scale) -> ([param or its local shard], [its part of O])
-        for k, (gi, p, U, spans) in enumerate(items):
+        for k, (gi, p, _, spans) in enumerate(items):
             group = self.param_groups[gi]
             lr, cols = group["lr"], p.shape[1]
             scales = [update_scale(r1 - r0, cols, group["matched_adamw_rms"]) for r0, r1 in spans]
@@ -210,26 +249,28 @@ class Muon(torch.optim.Optimizer):
         for (gi, scale), (params, updates) in whole.items():
             group = self.param_groups[gi]
             torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-            torch._foreach_add_(params, updates, alpha=-group["lr"] * scale)
+            # One add_ per matrix: torch._foreach_add_ runs this same loop (its fused kernel
+            # needs one dtype; these are fp32 weights and a bf16 O: the H200 profile's 192
+            # per-matrix add kernels). O is contiguous (newton_schulz transposes nothing), so
+            # each add_ reads it in order; a transposed O was read strided (docs/PERFORMANCE.md).
+            for w, O in zip(params, updates):
+                w.add_(O, alpha=-group["lr"] * scale)
         return loss
 
     def _orthogonalize(self, items, blocks):
         """{(item, row0): O} for every block; each rank computes only the blocks it owns."""
-        def jobs(js):
-            return [((k, r0), items[k][2][r0:r1], self.param_groups[items[k][0]]) for k, r0, r1 in js]
-
         rank, world = self._world()
         if world == 1:
-            return self._newton_schulz_by_shape(jobs(blocks))
-        cols = [items[k][2].shape[1] for k, _, _ in blocks]
+            return self._newton_schulz_by_shape(items, blocks)
+        cols = [items[k][1].shape[1] for k, _, _ in blocks]
         sizes = [(r1 - r0) * c for (_, r0, r1), c in zip(blocks, cols)]
         owner, _ = assign_blocks([ns_flops(r1 - r0, c) for (_, r0, r1), c in zip(blocks, cols)], world)
         elements = [0] * world
         for j, r in enumerate(owner):
             elements[r] += sizes[j]
-        device = items[0][2].device if items else torch.device("cpu")
+        device = items[0][1].device if items else torch.device("cpu")
         flat = torch.zeros(max(elements), dtype=self.ns_dtype, device=device)
-        mine = self._newton_schulz_by_shape(jobs([b for b, r in zip(blocks, owner) if r == rank]))
+        mine = self._newton_schulz_by_shape(items, [b for b, r in zip(blocks, owner) if r == rank])
         offset = 0
         for j, (k, r0, r1) in enumerate(blocks):
             if owner[j] == rank:
@@ -244,22 +285,42 @@ class Muon(torch.optim.Optimizer):
             offsets[r] += sizes[j]
         return results
 
-    def _newton_schulz_by_shape(self, jobs):
-        """{key: O} for jobs [(key, matrix, group)]. Matrices of one shape (and NS settings) go
-        through newton_schulz as one stack: one batched product per shape instead of one per
-        matrix (48 of each of 4 shapes at full size; 1.13x on an H100, same bits: muon_bench.py)."""
+    def _newton_schulz_by_shape(self, items, blocks):
+        """{(item, row0): O} for blocks [(item, row0, row1)]. Blocks of one shape (and NS
+        settings) go through newton_schulz as one stack: one batched product per shape instead
+        of one per matrix (48 of each of 4 shapes at full size; 1.13x on an H100, same bits:
+        muon_bench.py). Each block's Newton–Schulz input is written straight into its slot."""
         by_shape = {}
-        for key, G, g in jobs:
-            setting = (tuple(G.shape), g["ns_steps"], g["ns_coefficients"], g["eps"])
-            by_shape.setdefault(setting, []).append((key, G))
+        for k, r0, r1 in blocks:
+            gi, p = items[k][:2]
+            g = self.param_groups[gi]
+            setting = ((r1 - r0, p.shape[1]), g["ns_steps"], g["ns_coefficients"], g["eps"])
+            by_shape.setdefault(setting, []).append((k, r0, r1))
         out = {}
         for (shape, steps, coefficients, eps), members in by_shape.items():
-            stack = torch.empty((len(members), *shape), dtype=self.ns_dtype, device=members[0][1].device)
-            for i, (_, G) in enumerate(members):
-                stack[i].copy_(G)  # the cast to ns_dtype newton_schulz would do, into the stack
-            for (key, _), o in zip(members, newton_schulz(stack, steps, coefficients, eps, self.ns_dtype)):
-                out[key] = o
+            device = items[members[0][0]][1].device
+            stack = torch.empty((len(members), *shape), dtype=self.ns_dtype, device=device)
+            for i, (k, r0, r1) in enumerate(members):
+                self._write_ns_input(stack[i], items[k], r0, r1)
+            for (k, r0, _), o in zip(members, newton_schulz(stack, steps, coefficients, eps, self.ns_dtype)):
+                out[(k, r0)] = o
         return out
+
+    def _write_ns_input(self, out, item, r0, r1):
+        """Rows r0:r1 of the Nesterov input g + mu*buf (or of buf, without Nesterov), written
+        in ns_dtype into `out`, a slot of a stack: one pass that reads g and buf and writes bf16,
+        instead of a bf16 tensor copied into the stack afterwards (4.6 GB less a step at the full
+        model's shapes; docs/PERFORMANCE.md, "Muon's non-GEMM passes")."""
+        gi, p, gathered, _ = item
+        if gathered is not None:  # FSDP2: already whole, in ns_dtype
+            out.copy_(gathered[r0:r1])
+            return
+        group = self.param_groups[gi]
+        buf = self.state[p]["momentum_buffer"][r0:r1]
+        if group["nesterov"]:
+            torch.add(p.grad[r0:r1], buf, alpha=group["momentum"], out=out)
+        else:
+            out.copy_(buf)
 
 
 def _local_part(full, p):
