@@ -39,8 +39,7 @@ VARIANTS = {
     "ours_muon": ("ours_muon", False, True),
     "ours_recompute": ("ours_recompute", False, True),  # train.py's recompute_elementwise
     "ours_swiglu": ("ours_swiglu", False, True),  # train.py's recompute_swiglu
-    "ours_bf16res": ("ours_bf16res", False, True),  # model.py's residual_in_compute_dtype
-    "ours_bf16res_swiglu": ("ours_bf16res_swiglu", False, True),  # both
+    "ours_fp32res": ("ours_fp32res", False, True),  # residual_in_compute_dtype=False: an fp32 stream
     "hf": ("hf", False, True),
     "hf_eager": ("hf", False, False),
 }
@@ -211,14 +210,14 @@ def run_one(args, name):
     datasheet = datasheet_peak_tflops(torch.cuda.get_device_name())
 
     overrides = {"vocab_size": args.vocab_size} if args.vocab_size else {}
-    if impl.startswith("ours_bf16res"):
-        overrides["residual_in_compute_dtype"] = True
+    if impl == "ours_fp32res":
+        overrides["residual_in_compute_dtype"] = False
     if impl == "hf":
         model, cfg, loss_fn, flops_per_token = build_hf(args.preset, overrides)
     else:
         model, cfg, loss_fn, flops_per_token = build_ours(
             args.preset, fp8, args.activation_checkpointing, args.loss_chunk_rows, args.fp8_backend,
-            args.loss_impl, overrides, recompute_swiglu=impl in ("ours_swiglu", "ours_bf16res_swiglu"))
+            args.loss_impl, overrides, recompute_swiglu=impl == "ours_swiglu")
     n_params = sum(p.numel() for p in model.parameters())
 
     if args.parallel == "ddp":
@@ -369,13 +368,13 @@ def main():
         if "error" in r:
             print(f"| {r['variant']} | failed | | | | | | | | | |")
             continue
-        vs_hf = r["tokens_per_s_per_gpu"] / base["hf"] if "hf" in base else float("nan")
-        vs_ours = r["tokens_per_s_per_gpu"] / base["ours"] if "ours" in base else float("nan")
+        vs_hf, vs_ours = (f"{r['tokens_per_s_per_gpu'] / base[k]:.2f}x" if k in base else "-"
+                          for k in ("hf", "ours"))
         busy = f"{r['gpu_busy']:.0%}" if r.get("gpu_busy") else "-"
         print(f"| {r['variant']} | {r['tokens_per_s_per_gpu']:.0f} | {_pct(r['mfu'])} / {_pct(r.get('mfu_causal'))} | "
               f"{_pct(r.get('mfu_datasheet'))} / {_pct(r.get('mfu_datasheet_causal'))} | "
               f"{r['peak_mem_gib']:.1f} | {r['optimizer_share']:.1%} | {1e3 * r['host_s']:.1f} | "
-              f"{r['host_syncs']} | {busy} | {vs_hf:.2f}x | {vs_ours:.2f}x |")
+              f"{r['host_syncs']} | {busy} | {vs_hf} | {vs_ours} |")
     if ok:
         r = ok[0]
         print(f"\n{r['device']}, {r['preset']}, seq {r['seq_len']}, micro-batch {r['micro_batch']}, "

@@ -35,13 +35,14 @@ class ModelConfig:
     # RECIPE §1 ties the output layer to the input embedding. False adds a separate lm_head
     # (many public Llama-architecture checkpoints have one; convert_hf.import_hf sets it).
     tie_embeddings: bool = True
-    # False (the default): the residual stream in fp32 under autocast, as the fp32 embedding
-    # gives it (transformers' Llama with fp32 weights does the same). True: in the autocast
-    # dtype (bf16) from the embedding on, as Megatron-LM keeps it unless
-    # --fp32-residual-connection: half the bytes of each block's input kept for backward
-    # (48.6 -> 45.6 KB per token and block at full width, docs/measurements/saved_activations.py)
-    # and of every residual read and write.
-    residual_in_compute_dtype: bool = False
+    # True (the default): the residual stream in the compute dtype from the embedding on, bf16
+    # under autocast, as the launch code keeps it (`--bf16` without Megatron-LM's
+    # --fp32-residual-connection; RECIPE §1). Against the fp32 stream (False: what the
+    # fp32 embedding gives under autocast, as transformers' Llama with fp32 weights does) it
+    # halves the bytes of each block's saved input and of every residual read and write: on one
+    # H200, full model, micro-batch 4, 63.5 -> 61.2 GiB and +1.5% tokens/s (docs/PERFORMANCE.md).
+    # Without autocast the compute dtype is the weights' (fp32): nothing changes.
+    residual_in_compute_dtype: bool = True
 
     @property
     def head_dim(self):

@@ -385,6 +385,13 @@ def validate(cfg: Config, world_size: int = 1):
     need(not cuda_graphs(cfg) or (cfg.compile_scope == "model" and world_size == 1 and not cfg.fp8),
          f"compile_mode={cfg.compile_mode!r} (CUDA graphs) is for one process with "
          f"compile_scope='model' and without fp8: set compile_scope='model', or compile_mode='default'")
+    # Measured on one H200 (docs/PERFORMANCE.md): with two micro-batches a step the first
+    # backward's gradients stay in the graphs' memory as .grad, the next replay overwrites them,
+    # and the second backward stops ("accessing tensor output of CUDAGraphs that has been
+    # overwritten"). One micro-batch per step never adds across replays.
+    need(not cuda_graphs(cfg) or (cfg.micro_batch * world_size == cfg.global_batch and not cfg.batch_ramp),
+         f"compile_mode={cfg.compile_mode!r} (CUDA graphs) needs one micro-batch per step, "
+         f"without batch_ramp: set micro_batch = global_batch = {cfg.global_batch}, or compile_mode='default'")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
     need(not cfg.recompute_elementwise or compile_on(cfg, cuda_wanted(cfg)),
          "recompute_elementwise=True works through torch.compile, which is off here: set "
@@ -409,10 +416,6 @@ def validate(cfg: Config, world_size: int = 1):
     for key in ("mup", "max_seq_len"):
         need(key not in cfg.model_overrides, f"model_overrides[{key!r}]: set the top-level key "
              f"{key!r} instead")
-    need(not cfg.model_overrides.get("residual_in_compute_dtype")
-         or run_dtype(cfg, cuda_wanted(cfg)) == torch.bfloat16,
-         "model_overrides['residual_in_compute_dtype'] puts the residual stream in the autocast "
-         "dtype, and this run has no autocast: set dtype='bfloat16' (dtype='auto' is float32 on a CPU)")
     model_keys_ok = (cfg.model_preset in model_lib.PRESETS
                      and set(cfg.model_overrides) <= mc_fields - {"mup", "max_seq_len"})
     if cfg.fp8_output and not cfg.fp8_emulate and model_keys_ok:
@@ -1073,11 +1076,15 @@ def apply_swiglu_recompute(model):
 
 def apply_fsdp(model):
     """FSDP2: each block its own all-gather unit, then the root (embedding, final norm).
-    Same numerics as one process and DDP: fp32 parameters (so an fp32 embedding output and
-    residual stream), bf16 matmuls from autocast, fp32 gradient reduction. A bf16 param_dtype
-    would halve the all-gathers but put the residual stream in bf16 in this mode only."""
+    Same numerics as one process and DDP: fp32 parameters, bf16 matmuls from autocast (and the
+    residual stream in bf16 or fp32 as model.residual_in_compute_dtype says, in every mode), fp32
+    gradient reduction. A bf16 param_dtype would halve the all-gathers but round the weights
+    to bf16 before the embedding and the norms in this mode only."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    mp = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
+    # cast_forward_inputs=False: FSDP2 would otherwise cast each block's input to param_dtype,
+    # fp32, and so undo the bf16 residual stream (residual_in_compute_dtype) from block 0 on.
+    mp = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32,
+                              cast_forward_inputs=False)
     for block in model.blocks:
         fully_shard(block, mp_policy=mp)
     fully_shard(model, mp_policy=mp)

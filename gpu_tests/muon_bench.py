@@ -35,15 +35,22 @@ from muon import (NS_COEFFICIENTS, Muon, assign_blocks, newton_schulz, ns_flops,
                   split_groups_for_muon)
 
 
-def newton_schulz_textbook(G, steps=5, coefficients=NS_COEFFICIENTS, eps=1e-7, dtype=torch.bfloat16):
-    """muon.newton_schulz before (and torch.optim.Muon's form): baddbmm(X, B, X, beta=a) copies X,
-    baddbmm(A, A, A, beta=b) copies A, and a tall X.mT is copied transposed at the first step."""
-    a, b, c = coefficients
+def _wide_and_normalised(G, dtype, eps):
+    """G in dtype, tall matrices transposed (the quintic's textbook orientation), divided by
+    its Frobenius norm -> (X, transposed)."""
     X = G.to(dtype)
     transposed = X.size(-2) > X.size(-1)
     if transposed:
         X = X.mT
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)
+    return X / (X.norm(dim=(-2, -1), keepdim=True) + eps), transposed
+
+
+def newton_schulz_textbook(G, steps=5, coefficients=NS_COEFFICIENTS, eps=1e-7, dtype=torch.bfloat16):
+    """muon.newton_schulz before (and torch.optim.Muon's form): baddbmm(X, B, X, beta=a) copies X,
+    baddbmm(A, A, A, beta=b) copies A, and a tall X.mT is copied transposed at the first step.
+    tests/test_muon.py checks the current form against it in float64."""
+    a, b, c = coefficients
+    X, transposed = _wide_and_normalised(G, dtype, eps)
     for _ in range(steps):
         A = X @ X.mT
         B = torch.baddbmm(A, A, A, beta=b, alpha=c)
@@ -54,11 +61,7 @@ def newton_schulz_textbook(G, steps=5, coefficients=NS_COEFFICIENTS, eps=1e-7, d
 def newton_schulz_separate_ops(G, steps=5, coefficients=NS_COEFFICIENTS, eps=1e-7):
     """The reference implementation's form (Keller Jordan's Muon): every op rounds to bf16."""
     a, b, c = coefficients
-    X = G.bfloat16()
-    transposed = X.size(-2) > X.size(-1)
-    if transposed:
-        X = X.mT
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)
+    X, transposed = _wide_and_normalised(G, torch.bfloat16, eps)
     for _ in range(steps):
         A = X @ X.mT
         B = b * A + c * A @ A

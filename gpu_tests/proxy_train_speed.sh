@@ -15,16 +15,17 @@ if ls .whl/speed/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/speed/*.whl \
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-# scope, loss, compile mode; CASES="model chunked default|model chunked reduce-overhead" picks some
-IFS='|' read -r -a cases <<< "${CASES:-block chunked default|model chunked default|block liger default|model liger default|model chunked reduce-overhead}"
+# scope, loss, compile mode, micro-batch (config/proxy.py's 12, two a step; CUDA graphs take one
+# micro-batch a step, so their case and its comparison run at 24); CASES="..." picks some
+IFS='|' read -r -a cases <<< "${CASES:-block chunked default 12|model chunked default 12|block liger default 12|model liger default 12|model chunked default 24|model chunked reduce-overhead 24}"
 for round in $(seq "$rounds"); do
   for case in "${cases[@]}"; do
     set -- $case
-    name="$1_$2_$3"
+    name="$1_$2_$3_mb$4"
     log="$out/${name}_$round.log"
     rm -rf out/proxy_speed_check
     python3 train.py config/proxy.py --max_steps=200 --eval_interval=0 --log_interval=10 \
-      --compile_scope="'$1'" --loss_impl="'$2'" --compile_mode="'$3'" --out_dir=out/proxy_speed_check > "$log" 2>&1
+      --compile_scope="'$1'" --loss_impl="'$2'" --compile_mode="'$3'" --micro_batch=$4 --out_dir=out/proxy_speed_check > "$log" 2>&1
     echo "$name $round rc $?: median $(bash gpu_tests/median_tok_s.sh "$log") tok/s"
   done
 done

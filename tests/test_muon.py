@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import muon  # noqa: E402
 from muon import Muon, add_fused_row_splits, newton_schulz, split_groups_for_muon  # noqa: E402
+from gpu_tests.muon_bench import newton_schulz_textbook  # noqa: E402  (the form before, and torch.optim.Muon's)
 
 
 def well_conditioned(m, n, cond, seed):
@@ -58,22 +59,6 @@ def test_newton_schulz_works_on_the_short_side_for_tall_matrices():
     assert ((O.double() - O_wide.T.double()).norm() / O.double().norm()).item() < 0.01
 
 
-def _textbook_newton_schulz(G, steps=5, coefficients=muon.NS_COEFFICIENTS, eps=1e-7, dtype=torch.bfloat16):
-    """The quintic as torch.optim.Muon (and this file before) writes it: transpose tall
-    matrices, B = b*A + c*A@A and X = a*X + B@X as baddbmm with beta."""
-    a, b, c = coefficients
-    X = G.to(dtype)
-    transposed = X.size(-2) > X.size(-1)
-    if transposed:
-        X = X.mT
-    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)
-    for _ in range(steps):
-        A = X @ X.mT
-        B = torch.baddbmm(A, A, A, beta=b, alpha=c)
-        X = torch.baddbmm(X, B, X, beta=a)
-    return X.mT if transposed else X
-
-
 def _gradient_like(shape, seed):
     """Gaussian noise plus a rank-8 part, a stack of 1."""
     g = torch.Generator().manual_seed(seed)
@@ -89,7 +74,7 @@ def test_newton_schulz_is_the_quintic_in_float64(coefficients):
     for shape in [(48, 16), (16, 40), (24, 24)]:
         G = _gradient_like(shape, seed=3).double()
         ours = newton_schulz(G, coefficients=coefficients, dtype=torch.float64)
-        ref = _textbook_newton_schulz(G, coefficients=coefficients, dtype=torch.float64)
+        ref = newton_schulz_textbook(G, coefficients=coefficients, dtype=torch.float64)
         assert torch.allclose(ours, ref, rtol=0, atol=1e-12), (shape, (ours - ref).abs().max())
 
 
@@ -100,8 +85,8 @@ def test_newton_schulz_in_bf16_is_as_accurate_as_the_textbook_form(shape):
     # bf16 diagonal (instead of 1 and alphas) rounds every diagonal element the same way:
     # measured here 1.8-1.95x the textbook error and an RMS drift of -0.3% (-0.9% at 384 x 768).
     G = _gradient_like(shape, seed=0)
-    ref = _textbook_newton_schulz(G.double(), dtype=torch.float64).double()
-    ours, before = newton_schulz(G).double(), _textbook_newton_schulz(G).double()
+    ref = newton_schulz_textbook(G.double(), dtype=torch.float64).double()
+    ours, before = newton_schulz(G).double(), newton_schulz_textbook(G).double()
     err, err_before = ((ours - ref).norm() / ref.norm()).item(), ((before - ref).norm() / ref.norm()).item()
     drift = (ours.square().mean().sqrt() / ref.square().mean().sqrt()).item() - 1
     to_before = ((ours - before).norm() / before.norm()).item()

@@ -67,7 +67,8 @@ def main():
             apply_swiglu_recompute(m)
         torch._dynamo.reset()
         block = torch.compile(m.blocks[0])
-        # the block's input: the residual stream, fp32 by default, bf16 with residual_in_compute_dtype
+        # the block's input: the residual stream, fp32 with residual_in_compute_dtype=False (the
+        # default when this was counted; "default" below), bf16 with True (the default since)
         dtype = torch.bfloat16 if name == "residual_bf16" else torch.float32
         x = torch.randn(1, T, cfg.d_model, device=device, dtype=dtype, requires_grad=True)
         tensors = saved_tensors(block, x, cos, sin, device)
