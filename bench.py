@@ -31,6 +31,8 @@ import warnings
 
 import torch
 
+from train import COMPILE_MODES, CUDA_GRAPH_MODES, compile_kwargs  # train.py's modes, one list
+
 VARIANTS = {
     # name: (implementation, fp8: False | True (block Linears) | "output" (and the output layer), compile)
     "ours": ("ours", False, True),
@@ -64,12 +66,10 @@ def parse_args(argv=None):
                         "as train.py does (identical blocks share one compile: far shorter); "
                         "model: one torch.compile of the whole model, for comparison. "
                         "The hf variant is always compiled whole")
-    p.add_argument("--compile-mode", default="default",
-                   choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"],
+    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
                    help="torch.compile mode for this trainer's variants (reduce-overhead: CUDA graphs); "
                         "hf keeps --hf-compile-mode")
-    p.add_argument("--hf-compile-mode", default="default",
-                   choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"],
+    p.add_argument("--hf-compile-mode", default="default", choices=COMPILE_MODES,
                    help="torch.compile mode for the hf variant (default: what its users run, and what "
                         "the speed targets were measured against)")
     p.add_argument("--loss-impl", default="chunked",
@@ -246,7 +246,7 @@ def run_one(args, name):
                                         weight_decay=0.1, fused=True)]
     step_model = model
     mode_name = args.hf_compile_mode if impl == "hf" else args.compile_mode
-    mode = {} if mode_name == "default" else {"mode": mode_name}
+    mode = compile_kwargs(mode_name)
     if compile_ and args.compile_scope == "block" and impl != "hf":
         model.compile_by_block(**mode)  # as train.py does
     elif compile_:
@@ -254,7 +254,7 @@ def run_one(args, name):
         # RECIPE §4's measured anchor ran).
         step_model = torch.compile(model, **mode)
     # CUDA graphs replay into the same output buffers: each step tells them a new one began
-    graphs = compile_ and mode_name in ("reduce-overhead", "max-autotune")
+    graphs = compile_ and mode_name in CUDA_GRAPH_MODES
 
     B, T = args.micro_batch, args.seq_len
     # Real-looking data: random tokens (not zeros), a fresh batch per micro-step.

@@ -284,6 +284,13 @@ def load_start(step_dir, raw_model, cfg, tokenizer_meta, fsdp, master):
     payload = torch.load(os.path.join(step_dir, "model.pt"), map_location="cpu", weights_only=False)
     load_weights(raw_model, payload["model"], step_dir)
     prepare.check_vocab(tokenizer_meta, raw_model.config.vocab_size, payload["tokenizer"])
+    # Weights of the same shapes can come from a model of other settings (a default that changed
+    # since, e.g. the residual stream's dtype): said once, not refused. max_seq_len is a phase's.
+    now = asdict(raw_model.config)
+    differ = {k: (v, now[k]) for k, v in payload["model_config"].items()
+              if k != "max_seq_len" and k in now and v != now[k]}
+    if differ and master:
+        print(f"[train] the model's settings differ from {step_dir}'s (checkpoint -> now): {differ}")
     resume = cfg.init_from == "resume"
     if not resume and payload["step"] != cfg.start_step and master:
         print(f"[train] warning: {step_dir} is at step {payload['step']}, this phase starts at "

@@ -94,7 +94,9 @@ def newton_schulz(G, steps=5, coefficients=NS_COEFFICIENTS, eps=1e-7, dtype=torc
     (gpu_tests/muon_bench.py --numerics, tests/test_muon.py): 1.1-1.4x the textbook form's
     error, half that of the reference implementation's separate element-wise ops, and no
     drift of the output's scale. Adding h and k to bf16 diagonals instead rounds every
-    diagonal element the same way: 1.9-2.7x the error and an output up to 2.1% smaller."""
+    diagonal element the same way: 1.9-2.7x the error and an output up to 2.1% smaller.
+    On one H200 at the full model's stacks: 67.5 ms against the textbook form's 80.5, the
+    GEMMs unchanged (62.5 ms), the other kernels 15.9 -> 4.6 ms (docs/PERFORMANCE.md)."""
     if G.ndim not in (2, 3):
         raise ValueError(f"newton_schulz needs a 2-D matrix or a 3-D stack, got shape {tuple(G.shape)}")
     check_ns_coefficients(coefficients)

@@ -13,11 +13,14 @@ import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fp8  # noqa: E402
-from common import median_ms  # noqa: E402
+from common import median_ms, require_cuda  # noqa: E402
 
 N_LINEARS = 48 * 4  # fp8.BLOCK_LINEARS in each of the 48 blocks
 
 if __name__ == "__main__":
+    require_cuda("amax_sync_bench.py")
+    if "RANK" not in os.environ:
+        sys.exit("amax_sync_bench.py runs one process per GPU: torchrun --nproc_per_node=N gpu_tests/amax_sync_bench.py")
     dist.init_process_group("nccl")
     rank = dist.get_rank()
     torch.cuda.set_device(rank)

@@ -1,9 +1,17 @@
 """Helpers shared by the GPU scripts: CUDA-event timing, profiler kernel times and
 torch.compile's recompile limit."""
 import statistics
+import sys
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+
+
+def require_cuda(script):
+    """One line and exit, before any work, on a machine without a GPU (these scripts measure one)."""
+    if not torch.cuda.is_available() and not {"-h", "--help"} & set(sys.argv[1:]):
+        raise SystemExit(f"{script} measures on a GPU and this machine has none: run it on a GPU "
+                         f"machine (gpu_tests/README.md)")
 
 
 def median_ms(fn, warmup=3, iters=20):

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fp8  # noqa: E402
-from gpu_tests.common import kernel_times, set_compile_limits  # noqa: E402
+from gpu_tests.common import kernel_times, require_cuda, set_compile_limits  # noqa: E402
 from gpu_tests.fp8_check import SHAPES  # noqa: E402
 
 
@@ -61,4 +61,5 @@ def main():
 
 
 if __name__ == "__main__":
+    require_cuda("fp8_profile.py")
     main()

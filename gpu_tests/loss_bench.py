@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gpu_tests.common import set_compile_limits  # noqa: E402
+from gpu_tests.common import require_cuda, set_compile_limits  # noqa: E402
 import model as M  # noqa: E402
 import mup  # noqa: E402
 
@@ -262,4 +262,5 @@ def write(results, args, start):
 
 
 if __name__ == "__main__":
+    require_cuda("loss_bench.py")
     main()

@@ -324,9 +324,18 @@ def print_traffic():
 
 
 if __name__ == "__main__":
-    if "--bytes" in sys.argv[1:]:
+    flags = set(sys.argv[1:])
+    if flags & {"-h", "--help"}:
+        sys.exit(print(__doc__))
+    if flags - {"--profile", "--bytes", "--numerics"}:
+        sys.exit(f"muon_bench.py: unknown flag(s) {' '.join(sorted(flags - {'--profile', '--bytes', '--numerics'}))}; "
+                 f"it takes --profile, --bytes or --numerics (--help)")
+    if "--bytes" in flags:
         print_traffic()
-    elif "--numerics" in sys.argv[1:]:
+    elif "--numerics" in flags:
         print_numerics()
+    elif not torch.cuda.is_available():
+        sys.exit("muon_bench.py times Muon on a GPU and this machine has none: run it on a GPU "
+                 "machine, or use --bytes / --numerics here")
     else:
         main()

@@ -18,6 +18,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from gpu_tests.common import require_cuda  # noqa: E402
 PROXY = ["--preset", "proxy", "--seq-len", "2048", "--micro-batch", "12", "--steps", "20", "--warmup", "5"]
 PROFILE = ["--kernel-time"]  # GPU kernel time per step: a few seconds of profiler per case
 
@@ -124,4 +126,5 @@ def main():
 
 
 if __name__ == "__main__":
+    require_cuda("proxy_speed.py")
     main()

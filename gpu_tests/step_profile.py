@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gpu_tests.common import kernel_times, median_ms, set_compile_limits  # noqa: E402
+from gpu_tests.common import kernel_times, median_ms, require_cuda, set_compile_limits  # noqa: E402
 import fp8  # noqa: E402
 from model import Xmodel, model_config  # noqa: E402
 
@@ -154,4 +154,5 @@ def main():
 
 
 if __name__ == "__main__":
+    require_cuda("step_profile.py")
     main()

@@ -120,8 +120,15 @@ def test_load_start_resumes_or_chains_and_checks_the_parallel_mode(tmp_path, tok
     resume = dataclasses.replace(cfg, init_from="resume", learning_rate=2e-2)
     step, state = checkpoint.load_start(step_dir, fresh, resume, tok.meta(), False, True)
     assert step == 7 and state["step"] == 7
-    assert "changed settings (checkpoint -> now): {'learning_rate': (0.01, 0.02)}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "changed settings (checkpoint -> now): {'learning_rate': (0.01, 0.02)}" in out
+    assert "model's settings differ" not in out
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    # same weights, other model settings (a default that changed since): loaded, and said
+    checkpoint.load_start(step_dir, tiny(vocab_size=512, residual_in_compute_dtype=False), resume,
+                          tok.meta(), False, True)
+    assert ("the model's settings differ from " + step_dir + "'s (checkpoint -> now): "
+            "{'residual_in_compute_dtype': (True, False)}") in capsys.readouterr().out
     chain = dataclasses.replace(cfg, out_dir=str(tmp_path / "next"), init_from=step_dir, start_step=7)
     assert checkpoint.load_start(step_dir, tiny(), chain, tok.meta(), False, True) == (7, None)
     with pytest.raises(checkpoint.CheckpointError, match="holds single/DDP optimizer state but this run is FSDP"):
