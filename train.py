@@ -385,13 +385,6 @@ def validate(cfg: Config, world_size: int = 1):
     need(not cuda_graphs(cfg) or (cfg.compile_scope == "model" and world_size == 1 and not cfg.fp8),
          f"compile_mode={cfg.compile_mode!r} (CUDA graphs) is for one process with "
          f"compile_scope='model' and without fp8: set compile_scope='model', or compile_mode='default'")
-    # Measured on one H200 (docs/PERFORMANCE.md): with two micro-batches a step the first
-    # backward's gradients stay in the graphs' memory as .grad, the next replay overwrites them,
-    # and the second backward stops ("accessing tensor output of CUDAGraphs that has been
-    # overwritten"). One micro-batch per step never adds across replays.
-    need(not cuda_graphs(cfg) or (cfg.micro_batch * world_size == cfg.global_batch and not cfg.batch_ramp),
-         f"compile_mode={cfg.compile_mode!r} (CUDA graphs) needs one micro-batch per step, "
-         f"without batch_ramp: set micro_batch = global_batch = {cfg.global_batch}, or compile_mode='default'")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
     need(not cfg.recompute_elementwise or compile_on(cfg, cuda_wanted(cfg)),
          "recompute_elementwise=True works through torch.compile, which is off here: set "
@@ -722,6 +715,15 @@ class Optimizers:
         self.model, self.cfg, self.device = model, cfg, device
         self.muon_active = muon_active
         self.optimizers = self._build(muon_active)
+        # CUDA graphs: a replay reuses its outputs' memory, and autograd keeps a parameter's
+        # first gradient of a step as .grad without a copy when .grad is None, so with two
+        # micro-batches the next replay overwrote it (one H200, docs/PERFORMANCE.md). Gradients
+        # that live outside the graphs, zeroed instead of freed, are added to in place.
+        self.keep_grads = cuda_graphs(cfg)
+        if self.keep_grads:
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.grad = torch.zeros_like(p)
 
     def _build(self, muon_active):
         cfg = self.cfg
@@ -770,7 +772,7 @@ class Optimizers:
 
     def zero_grad(self):
         for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=not self.keep_grads)
 
     def state_dict(self):
         return [opt.state_dict() for opt in self.optimizers]

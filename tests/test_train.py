@@ -662,25 +662,29 @@ def test_compile_mode_reaches_torch_compile_and_cuda_graphs_mark_every_replay(da
         return real_compile(fn, backend="aot_eager")
     monkeypatch.setattr(torch, "compile", compile_)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    # the gradients must outlive every replay: allocated once, added to in place, never freed
+    real_accumulate, grad_storage = train.accumulate_gradients, []
+
+    def accumulate(run, batches, accum):
+        out = real_accumulate(run, batches, accum)
+        grad_storage.append([p.grad.data_ptr() for p in run.raw_model.parameters()])
+        return out
+    monkeypatch.setattr(train, "accumulate_gradients", accumulate)
     out = tmp_path / "graphs"
     try:
         run_inprocess(tiny_args(dataset, out, max_steps=3, compile=True, compile_scope="model",
-                                compile_mode="reduce-overhead", eval_interval=3, eval_steps=2,
-                                micro_batch=8, global_batch=8))
+                                compile_mode="reduce-overhead", eval_interval=3, eval_steps=2))
     finally:
         torch._dynamo.reset()
-    # 3 steps x 1 micro-batch, then one evaluation of 2 micro-batches at step 3 (one val set)
-    assert modes == ["reduce-overhead"] and len(marks) == 3 + 2
+    # 3 steps x 4 micro-batches, then one evaluation of 2 micro-batches at step 3 (one val set)
+    assert modes == ["reduce-overhead"] and len(marks) == 3 * 4 + 2
+    assert len(grad_storage) == 3 and grad_storage[0] == grad_storage[1] == grad_storage[2]
     assert all(math.isfinite(v) for v in losses(out).values())
     for bad, message in [(dict(compile_mode="fast"), "compile_mode must be one of"),
                          (dict(compile_mode="reduce-overhead"), "which is off here: set compile=True"),
                          (dict(compile_mode="reduce-overhead", compile=True), "is for one process with compile_scope='model'"),
                          (dict(compile_mode="max-autotune", compile_scope="model", fp8=True, fp8_emulate=True),
-                          "without fp8"),
-                         (dict(compile_mode="reduce-overhead", compile=True, compile_scope="model"),
-                          "needs one micro-batch per step, without batch_ramp: set micro_batch = global_batch = 8"),
-                         (dict(compile_mode="reduce-overhead", compile=True, compile_scope="model",
-                               micro_batch=8, batch_ramp=((2, 16),)), "without batch_ramp")]:
+                          "without fp8")]:
         with pytest.raises(train.ConfigError, match=message):
             train.load_config(None, tiny_args(dataset, out, **bad), world_size=1)
 
