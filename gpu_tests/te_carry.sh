@@ -3,7 +3,7 @@
 # command: the core wheel (171 MiB) travels in parts over consecutive commands while the
 # machine stays up, and the PyTorch binding (a source distribution) is compiled there.
 #
-#   here:   bash gpu_tests/te_carry.sh fetch        # .te/p1 .te/p2 .te/p3 (<= 60 MiB each), .te/small
+#   here:   bash gpu_tests/te_carry.sh fetch        # .te/p1 ... .te/p4 (<= 45 MiB each), .te/small
 #   there:  bash gpu_tests/te_carry.sh stash        # one command per part, carrying .te/pN
 #   there:  bash gpu_tests/te_carry.sh install      # carrying .te/small: reassemble, check, build
 #           export PYTHONPATH=/tmp/te_site          # then fp8_backend="te" imports
@@ -28,7 +28,8 @@ fetch)
   curl -s -o .te/small/transformer_engine_torch-$VERSION.tar.gz "$url"
   mv .te/download/*.whl .te/small/ && mv .te/small/$WHEEL .te/download/
   sha256sum .te/download/$WHEEL | cut -d' ' -f1 > .te/small/core.sha256
-  (cd .te/download && split -b 60M -d -a 1 $WHEEL part.)
+  # 45 MiB: a call carries the working tree too (~7 MB), and 60 MiB parts stopped fitting
+  (cd .te/download && split -b 45M -d -a 1 $WHEEL part.)
   n=0; for p in .te/download/part.*; do n=$((n + 1)); mkdir -p .te/p$n; mv "$p" .te/p$n/; done
   rm -rf .te/download
   du -sh .te/*
