@@ -31,6 +31,12 @@ echo "== [$((SECONDS - t0)) s] $exp sweep stopped (rc $?)"
 root=out/exp_$exp
 case " $* " in *" --full "*) root=out/exp_${exp}_full ;; esac
 case " $* " in *" --decay-sft "*) root=${root}_sft ;; esac
+prev=
+for a in "$@"; do  # an explicit --out DIR / --out=DIR names the sweep folder itself
+  case "$a" in --out=*) root=${a#--out=} ;; esac
+  [ "$prev" = --out ] && root=$a
+  prev=$a
+done
 tar czf "$out/runs_$exp.tgz" $root/report.md $root/results.json $root/*.png $root/runs/*/run.json \
   $root/runs/*/result.json $root/runs/*/metrics.jsonl $root/runs/*/train.log $root/runs/*/report.md 2>/dev/null
 tail -25 "$out/exp_$exp.log"
