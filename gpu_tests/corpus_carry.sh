@@ -49,6 +49,7 @@ EOF
   rmdir .whl/download
   # every archive is checked against its pinned sha256 (prepare.CORPUS_ARCHIVES)
   python3 -c "import prepare; prepare.corpus_archives('.whl'); print('all archives match their pins')"
+  bash gpu_tests/carry_fits.sh .whl/p*
   ;;
 stash)
   mkdir -p $STASH && cp .whl/p*/* $STASH/ && ls $STASH | wc -l && du -sh $STASH

@@ -33,6 +33,8 @@ fetch)
   n=0; for p in .te/download/part.*; do n=$((n + 1)); mkdir -p .te/p$n; mv "$p" .te/p$n/; done
   rm -rf .te/download
   du -sh .te/*
+  parts=(.te/p*); parts[-1]+=",.te/small"  # the last part and the small files travel together
+  bash gpu_tests/carry_fits.sh "${parts[@]}"
   ;;
 stash)
   mkdir -p $STASH && cp .te/p*/part.* $STASH/ && ls -la $STASH
