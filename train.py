@@ -968,7 +968,7 @@ def setup(cfg: Config, stop) -> Run:
         checkpoint.load_optimizer_state(start, model, opt, train_state, fsdp)
         if cfg.init_from == "resume":
             checkpoint.restore_rng(train_state, d)
-    dtype = run_dtype(cfg, cuda)
+    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and cuda) else torch.float32
     return Run(cfg=cfg, d=d, model=model, raw_model=raw_model, opt=opt,
                lr_schedule=schedule.WSD.from_config(cfg), data=data, val_sets=val_sets, dtype=dtype,
                fsdp=fsdp, use_compile=use_compile, fp8_report=fp8_report, start_step=step,
@@ -1005,11 +1005,6 @@ def cuda_graphs(cfg):
 def compile_kwargs(mode):
     """torch.compile's keyword arguments for a compile mode (its default passes none)."""
     return {} if mode == "default" else {"mode": mode}
-
-
-def run_dtype(cfg, cuda):
-    """The autocast dtype of this run: bf16 when asked, or 'auto' on CUDA; else float32 (no autocast)."""
-    return torch.bfloat16 if cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and cuda) else torch.float32
 
 
 def compile_on(cfg, cuda):
