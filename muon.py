@@ -162,7 +162,6 @@ class Muon(torch.optim.Optimizer):
         if lr < 0 or weight_decay < 0 or not 0 <= momentum < 1:
             raise ValueError(f"bad Muon hyper-parameters lr={lr} weight_decay={weight_decay} "
                              f"momentum={momentum}")
-        check_ns_coefficients(ns_coefficients)
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_steps=ns_steps, ns_coefficients=tuple(ns_coefficients), eps=eps,
                         matched_adamw_rms=matched_adamw_rms, row_splits=None)
@@ -171,7 +170,7 @@ class Muon(torch.optim.Optimizer):
         self.distributed = distributed    # None: auto (dist initialized and world > 1)
         self.process_group = process_group
         for group in self.param_groups:
-            check_ns_coefficients(group["ns_coefficients"])  # a group may set its own
+            check_ns_coefficients(group["ns_coefficients"])  # the default's, or the group's own
             splits = group["row_splits"]
             if splits is not None and len(splits) != len(group["params"]):
                 raise ValueError("row_splits must have one entry (sizes or None) per param")
