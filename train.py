@@ -393,6 +393,8 @@ def validate(cfg: Config, world_size: int = 1):
         model_lib.check_loss_impl(cfg.loss_impl)
     except ValueError as e:
         errors.append(str(e))
+    need(cfg.loss_impl == "chunked" or cuda_wanted(cfg),
+         f"loss_impl={cfg.loss_impl!r} runs Triton kernels, which need a GPU: use loss_impl='chunked' on a CPU")
     need(cfg.fp8_backend in ("auto", "te", "native"),  # fp8.convert_to_fp8's backends
          f"fp8_backend must be 'auto', 'te' or 'native', got {cfg.fp8_backend!r}")
     need(not cfg.fp8_output or (cfg.fp8 and cfg.loss_impl == "chunked"),
