@@ -9,6 +9,7 @@ slow-compiling ones at the end are the ones cut.
 
     python gpu_tests/proxy_speed.py --deadline-s 300 --out out/proxy_speed
     python gpu_tests/proxy_speed.py --cases block,hf,model_graphs
+    python gpu_tests/proxy_speed.py --cases hf,model_liger,model_triton,model_triton_graphs,hf_graphs
 """
 import argparse
 import json
@@ -30,6 +31,15 @@ CASES = [
     ("model", "ours: whole model compiled", "ours", ["--compile-scope", "model"] + PROFILE, 40),
     ("model_graphs", "ours: whole model, CUDA graphs", "ours",
      ["--compile-scope", "model", "--compile-mode", "reduce-overhead"] + PROFILE, 40),
+    ("model_liger", "ours: whole model, loss liger-kernel", "ours",
+     ["--compile-scope", "model", "--loss-impl", "liger"] + PROFILE, 40),
+    ("model_triton", "ours: whole model, loss fused_loss.py", "ours",
+     ["--compile-scope", "model", "--loss-impl", "triton"] + PROFILE, 50),
+    ("model_triton_graphs", "ours: whole model, loss fused_loss.py, CUDA graphs", "ours",
+     ["--compile-scope", "model", "--loss-impl", "triton", "--compile-mode", "reduce-overhead"] + PROFILE, 50),
+    ("block_triton", "ours: blocks compiled, loss fused_loss.py (train.py's scope)", "ours",
+     ["--loss-impl", "triton"] + PROFILE, 50),
+    ("hf_graphs", "hf: Llama compiled whole, CUDA graphs", "hf", ["--hf-compile-mode", "reduce-overhead"] + PROFILE, 40),
     ("block_liger", "ours: blocks compiled, loss liger-kernel", "ours", ["--loss-impl", "liger"], 30),
     ("block_v8k", "ours: blocks + loss compiled, vocab 8192", "ours", ["--vocab-size", "8192"] + PROFILE, 30),
     ("hf_v8k", "hf: compiled whole, vocab 8192", "hf", ["--vocab-size", "8192"] + PROFILE, 40),
@@ -62,7 +72,7 @@ def run_case(key, label, variant, extra, timeout_s, log):
 
 
 def table(results):
-    hf = {r["vocab_size"]: r["tokens_per_s_per_gpu"] for r in results if r["case"].startswith("hf") and "vocab_size" in r}
+    hf = {r["vocab_size"]: r["tokens_per_s_per_gpu"] for r in results if r["case"] in ("hf", "hf_v8k") and "vocab_size" in r}
     block = {r["vocab_size"]: r["tokens_per_s_per_gpu"] for r in results
              if r["case"] in ("block", "block_v8k") and "vocab_size" in r}
     lines = ["| case | tok/s | vs hf | vs block | step ms | host ms | syncs | GPU busy | launches | "
