@@ -28,10 +28,11 @@ import triton.language as tl
 # bits as integers: a 16×16 product off by 1e10), so under it the dots take fp32 copies.
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
+
 @triton.jit
 def _dot(a, b, acc, UPCAST: tl.constexpr):
     if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+        a, b = a.to(tl.float32), b.to(tl.float32)
     return tl.dot(a, b, acc)
 
 
@@ -165,13 +166,17 @@ def logits_and_lse(h, w, output_mult, tiles=None):
     smallest_bv = t["BV"] if t else min(c.kwargs["BV"] for c in LOGITS_CONFIGS)
     n_v_max = triton.cdiv(V, smallest_bv)  # room for the partial results of any config's tiles
     logits = torch.empty(N, V, device=h.device, dtype=w.dtype)
-    pmax = torch.full((N, n_v_max), float("-inf"), device=h.device, dtype=torch.float32)
-    psum = torch.zeros_like(pmax)
+    pmax = torch.empty(N, n_v_max, device=h.device, dtype=torch.float32)
+    psum = torch.empty_like(pmax)
 
     def grid(meta):
         return (triton.cdiv(N, meta["BM"]) * triton.cdiv(V, meta["BV"]),)
     kernel[grid](h, w, logits, pmax, psum, N, V, D, float(output_mult),
                  h.stride(0), w.stride(0), logits.stride(0), pmax.stride(0), UPCAST=INTERPRETED, **t)
+    # Only the columns of the tiles that ran last: the autotuner's trials of other tile widths
+    # leave theirs behind.
+    n_v = triton.cdiv(V, t["BV"] if t else kernel.best_config.kwargs["BV"])
+    pmax, psum = pmax[:, :n_v], psum[:, :n_v]
     m = pmax.max(dim=1).values
     lse = m + torch.log((psum * torch.exp(pmax - m[:, None])).sum(dim=1))
     return logits, lse
