@@ -103,7 +103,7 @@ def tune_kernels(shape, n, peak_tf, peak_gbs, rows):
     for name, kernel in FL._tuned.items():
         rows.append(dict(shape=shape, rows=n, kernel=name, autotuned=name_of(tiles_of(kernel.best_config))))
         print(json.dumps(rows[-1]), flush=True)
-    best_h = min((r for r in rows if r["kernel"] == "grad_h" and r.get("shape") == shape and "ms" in r
+    best_h = min((r for r in rows if r.get("kernel") == "grad_h" and r.get("shape") == shape and "ms" in r
                   and r["rows"] == n), key=lambda r: r["ms"], default=None)
     if best_h:
         cfg = next(c for c in FL.GRAD_H_CONFIGS if name_of(tiles_of(c)) == best_h["tiles"])
