@@ -73,7 +73,7 @@ def parse_args(argv=None):
                    help="torch.compile mode for the hf variant (default: what its users run, and what "
                         "the speed targets were measured against)")
     p.add_argument("--loss-impl", default="chunked",
-                   help="this trainer's output layer + loss: chunked (model.py's), liger, cce or triton "
+                   help="this trainer's output layer + loss: chunked (model.py's), liger or cce "
                         "(optional packages; model.LOSS_IMPLS)")
     p.add_argument("--vocab-size", type=int, default=None,
                    help="override the preset's vocabulary (both models), e.g. 8192 for a small proxy")

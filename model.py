@@ -286,16 +286,14 @@ def chunked_cross_entropy(h, weight, targets, loss_mask=None, output_mult=1.0, c
     return ce_chunks(h, weight, targets, loss_weights, output_mult, chunk_rows, dtype, False)[0]
 
 
-# The output layer + loss by backend (Xmodel.loss_impl). "chunked" is the default above; "liger"
-# and "cce" are well-kept fused linear + cross-entropy kernels from optional packages, "triton"
-# this project's own (fused_loss.py: the soft-max gradient never written to memory); all three
-# Triton, CUDA only, compared in gpu_tests/loss_bench.py (speed, memory, and loss and both
-# gradients against F.cross_entropy in fp32). Each value: (module to import, package to install).
+# The output layer + loss by backend (Xmodel.loss_impl). "chunked" is the default above; the
+# other two are well-kept fused linear + cross-entropy kernels (Triton, CUDA only) from optional
+# packages, compared with it in gpu_tests/loss_bench.py (speed, memory, and loss and both
+# gradients against F.cross_entropy in fp32). Each value: (module to import, pinned package).
 LOSS_IMPLS = {
     "chunked": None,
     "liger": ("liger_kernel.transformers.functional", "liger-kernel==0.8.5"),
     "cce": ("cut_cross_entropy", "cut-cross-entropy==25.1.1"),  # Apple's Cut Cross-Entropy
-    "triton": ("fused_loss", "triton"),  # this project's three kernels (fused_loss.py)
 }
 EXTERNAL_IGNORE_INDEX = -100  # what both packages skip (every negative target is mapped to it)
 
@@ -325,18 +323,12 @@ def liger_chunk_mem_const(rows, d, vocab, chunk_rows):
 @torch.compiler.disable  # their Triton launches and host reads (.item(), nonzero) stay eager
 def external_cross_entropy(impl, h, weight, targets, loss_mask=None, output_mult=1.0, chunk_rows=None,
                            options=None):
-    """chunked_cross_entropy's mean loss through liger-kernel or cut-cross-entropy (or, for
-    "triton", the chunked loss with each chunk in fused_loss.py's kernels): ignored and
+    """chunked_cross_entropy's mean loss through liger-kernel or cut-cross-entropy: ignored and
     masked-out rows get the packages' ignore index; the µP output multiplier is folded into h
     ((output_mult·h) @ Wᵀ is the same product: neither package takes a logit scale); operands in
     the autocast dtype, as the chunked loss casts them. options: keyword arguments for the
     package's function that replace the choices below (loss_bench.py times its defaults too)."""
     check_loss_impl(impl)
-    if impl == "triton":  # the chunked loss's masks and mean, each chunk in fused_loss's kernels
-        import fused_loss
-        return chunked_cross_entropy(h, weight, targets, loss_mask, output_mult,
-                                     chunk_rows or fused_loss.default_chunk_rows(weight.shape[0]),
-                                     fused_loss.ce_chunks)
     h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
     ignored = targets < 0  # as the chunked loss: every negative target, not only -1
     if loss_mask is not None:
@@ -374,7 +366,7 @@ class Xmodel(nn.Module):
                         nn.Linear(config.d_model, config.vocab_size, bias=False))
         self.loss_chunk_rows = None  # None: default_chunk_rows(vocab_size) rows per chunk
         self.ce_chunks = _ce_chunks  # the loss's chunk loop; compile_by_block() swaps in a compiled one
-        self.loss_impl = "chunked"  # or "liger" / "cce" / "triton": LOSS_IMPLS, optional packages
+        self.loss_impl = "chunked"  # or "liger" / "cce": LOSS_IMPLS, optional packages
         # Non-persistent: derived from the config, so never stored in checkpoints.
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)

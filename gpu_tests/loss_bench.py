@@ -70,8 +70,6 @@ CASES = [
     ("liger", "liger-kernel, model.py's adapter (4,096-row chunks, fp32 dW accumulation)",
      lambda s: external("liger"), "liger", REQUIRED),
     ("cce", "cut-cross-entropy, exact gradients (filter_eps=None)", lambda s: external("cce"), "cce", REQUIRED),
-    ("triton", "fused_loss.py: three kernels, the soft-max gradient never stored (8,192-row chunks)",
-     lambda s: external("triton"), "triton", REQUIRED),
     ("chunked_eager", "model.py, eager", lambda s: chunked(), None, REQUIRED),
     ("unfused", "F.linear + F.cross_entropy on fp32 logits (as transformers)", lambda s: unfused, None, REQUIRED),
     ("liger_default", "liger-kernel with its own defaults (chunk_mem_const 1, bf16 dW accumulation)",
@@ -186,7 +184,7 @@ def main():
     start = time.time()
     set_compile_limits()
     available = {}
-    for impl in ("liger", "cce", "triton"):
+    for impl in ("liger", "cce"):
         try:
             M.check_loss_impl(impl)
             available[impl] = None

@@ -9,7 +9,7 @@ slow-compiling ones at the end are the ones cut.
 
     python gpu_tests/proxy_speed.py --deadline-s 300 --out out/proxy_speed
     python gpu_tests/proxy_speed.py --cases block,hf,model_graphs
-    python gpu_tests/proxy_speed.py --cases hf,model_liger,model_triton,model_triton_graphs,hf_graphs
+    python gpu_tests/proxy_speed.py --cases hf,model,model_liger,hf_graphs
 """
 import argparse
 import json
@@ -33,12 +33,6 @@ CASES = [
      ["--compile-scope", "model", "--compile-mode", "reduce-overhead"] + PROFILE, 40),
     ("model_liger", "ours: whole model, loss liger-kernel", "ours",
      ["--compile-scope", "model", "--loss-impl", "liger"] + PROFILE, 40),
-    ("model_triton", "ours: whole model, loss fused_loss.py", "ours",
-     ["--compile-scope", "model", "--loss-impl", "triton"] + PROFILE, 50),
-    ("model_triton_graphs", "ours: whole model, loss fused_loss.py, CUDA graphs", "ours",
-     ["--compile-scope", "model", "--loss-impl", "triton", "--compile-mode", "reduce-overhead"] + PROFILE, 50),
-    ("block_triton", "ours: blocks compiled, loss fused_loss.py (train.py's scope)", "ours",
-     ["--loss-impl", "triton"] + PROFILE, 50),
     ("hf_graphs", "hf: Llama compiled whole, CUDA graphs", "hf", ["--hf-compile-mode", "reduce-overhead"] + PROFILE, 40),
     ("block_liger", "ours: blocks compiled, loss liger-kernel", "ours", ["--loss-impl", "liger"], 30),
     ("block_v8k", "ours: blocks + loss compiled, vocab 8192", "ours", ["--vocab-size", "8192"] + PROFILE, 30),

@@ -198,9 +198,12 @@ def test_loss_impl_is_checked_before_any_work():
     assert model.check_loss_impl("chunked") is None  # the default needs no package
 
 
-def test_a_triton_loss_on_a_cpu_is_refused_before_any_work():
-    with pytest.raises(ConfigError, match="loss_impl='triton' runs Triton kernels, which need a GPU"):
-        load_config(None, ["--loss_impl='triton'", "--device=cpu"])
+def test_a_fused_loss_package_on_a_cpu_is_refused_before_any_work():
+    # liger-kernel and cut-cross-entropy are Triton kernels: a CPU run must stop at the config,
+    # whether or not the package is installed here.
+    for impl in ("liger", "cce"):
+        with pytest.raises(ConfigError, match=f"loss_impl='{impl}' runs Triton kernels, which need a GPU"):
+            load_config(None, [f"--loss_impl='{impl}'", "--device=cpu"])
 
 
 def test_a_model_key_on_the_command_line_points_at_model_overrides():
