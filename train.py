@@ -125,7 +125,7 @@ class Config:
     #                           an experiment: the recipe keeps it in high precision, RECIPE §4)
     loss_impl: str = "chunked"  # output layer + loss: 'chunked' (model.py) | 'liger' | 'cce' (optional
     #                             CUDA packages; docs/PERFORMANCE.md: liger 1.45-1.68x the chunked loss at the
-    #                             proxy's shape; with compile_scope='model' the proxy step 1.39x transformers')
+    #                             proxy's shape; with compile_scope='model' the proxy step 1.39x transformers)
     fp8_emulate: bool = False  # tests only: run the native FP8 path emulated on a CPU
     parallel: str = "ddp"  # under torchrun: 'ddp' | 'fsdp' (FSDP2 fully_shard per block)
     compile: Union[bool, str] = "auto"  # torch.compile: 'auto' = on for CUDA, off on CPU
